@@ -1,0 +1,423 @@
+"""Stage 3, sft: supervised fine-tuning on (prompt, cleaned final revision).
+
+Each row ``{"id", "prompt", "response"}`` (records.SFT_ROW) becomes a
+conversation (optional system turn, the user prompt, the assistant response)
+and TRL's `SFTTrainer` trains on it with the loss on assistant tokens only
+(``assistant_only_loss``: the model's chat template marks the assistant turns
+with ``{% generation %}``). Our config maps onto TRL's `SFTConfig`; the trainer
+is used as is.
+
+Outputs under ``out_dir``: ``model/`` (the final model and tokenizer,
+safetensors, moved into place only when complete), ``train_log.jsonl`` (one
+row per logged step: step, loss, grad_norm, learning_rate, num_tokens,
+mean_token_accuracy, epoch, ...), ``checkpoints/`` (trainer checkpoints when
+``save_steps`` > 0; a rerun resumes from the last one when ``resume``).
+
+The helpers below the stage (`load_model_for_training`, `train_log_callback`,
+`save_final_model`, ...) are shared with the dpo stage.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from cai_core.configbase import ConfigBase, require
+from cai_core.errors import InputError, StageError
+from cai_core.records import SFT_ROW, read_jsonl, write_json, write_jsonl
+from cai_core.stages.base import StageResult
+
+log = logging.getLogger(__name__)
+
+LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"]
+
+
+@dataclass(frozen=True)
+class SFTStageConfig(ConfigBase):
+    """Supervised fine-tuning (TRL SFTTrainer) on the cleaned revisions."""
+
+    #: Optimizer steps to run; -1 runs `epochs` passes over the data instead.
+    max_steps: int = -1
+    #: Passes over the data (fractions allowed); used when max_steps is -1.
+    epochs: float = 1.0
+    #: Peak learning rate of AdamW.
+    learning_rate: float = 2e-5
+    #: Rows per device per forward pass.
+    per_device_batch_size: int = 8
+    #: Forward passes accumulated into one optimizer step (effective batch = this x batch x devices).
+    gradient_accumulation_steps: int = 1
+    #: Tokens per example (template included); longer examples are cut at the end and counted as rows_truncated.
+    max_length: int = 1024
+    #: Share of the steps spent warming the learning rate up from 0, in [0, 1).
+    warmup_ratio: float = 0.03
+    #: Learning-rate schedule after warm-up.
+    lr_scheduler: LrScheduler = "cosine"
+    #: AdamW weight decay.
+    weight_decay: float = 0.0
+    #: Gradient clipping norm.
+    max_grad_norm: float = 1.0
+    #: Seed of the trainer (data order, dropout).
+    seed: int = 0
+    #: Log (and write a train_log.jsonl row) every this many optimizer steps.
+    logging_steps: int = 1
+    #: Save a resumable checkpoint every this many steps under out_dir/checkpoints; 0 saves only the final model.
+    save_steps: int = 0
+    #: Checkpoints kept under out_dir/checkpoints (older ones are deleted).
+    save_total_limit: int = 2
+    #: Resume from the last checkpoint under out_dir/checkpoints when there is one (a retried pod).
+    resume: bool = True
+    #: Loss on the assistant turns only (needs {% generation %} in the chat template); false trains on every token.
+    assistant_only_loss: bool = True
+    #: bf16 mixed precision (GPUs; leave false on CPU).
+    bf16: bool = False
+    #: Recompute activations in the backward pass to save memory (large models).
+    gradient_checkpointing: bool = False
+    #: Pack several examples into each max_length sequence (needs a flash-attention model; GPU only).
+    packing: bool = False
+    #: A system turn put before every example; empty for none.
+    system_prompt: str = ""
+    #: Path of a DeepSpeed JSON config (ZeRO-3 on the cluster); empty for none.
+    deepspeed: str = ""
+    #: Worker processes of the data loader.
+    dataloader_num_workers: int = 0
+
+    def validate(self) -> None:
+        require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 (use epochs) or at least 1")
+        require(self.epochs > 0, "epochs", "must be above 0")
+        require(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        require(self.per_device_batch_size >= 1, "per_device_batch_size", "must be at least 1")
+        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1")
+        require(self.max_length >= 8, "max_length", "must be at least 8 tokens")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        require(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
+        require(self.max_grad_norm > 0, "max_grad_norm", "must be above 0")
+        require(self.logging_steps >= 1, "logging_steps", "must be at least 1")
+        require(self.save_steps >= 0, "save_steps", "must be 0 (final model only) or more")
+        require(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
+        require(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be 0 or more")
+
+
+def build_messages(prompt: str, response: str, system_prompt: str = "") -> list[dict]:
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def load_sft_rows(data: Path) -> list[dict]:
+    """Schema-checked rows; an empty prompt or response is an error naming file, line and field."""
+    rows = read_jsonl(data, SFT_ROW)  # empty file, bad JSON, missing/mistyped fields -> InputError
+    for lineno, row in numbered_rows(data, rows):
+        for field in ("prompt", "response"):
+            if not row[field].strip():
+                raise InputError("empty text", path=str(data), line=lineno, field=field)
+    return rows
+
+
+@dataclass
+class Prepared:
+    """A trainer ready to train, with what the stage needs to finish (also used by tests to inspect the data)."""
+
+    trainer: Any
+    callback: "TrainLog"
+    resume_from: str | None
+    model_path: str
+    counts: dict[str, float] = field(default_factory=dict)
+
+
+def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> Prepared:
+    """Check the inputs, load the model and build the SFTTrainer (tokenised, masked, truncated data)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from cai_core.models.tiny import resolve_model
+
+    data, out_dir = Path(data), Path(out_dir)
+    rows = load_sft_rows(data)
+    model_path = resolve_model(model)  # a missing local model fails here, before anything is loaded or written
+    ckpt_dir = out_dir / "checkpoints"
+    # The arguments come before the model: with a DeepSpeed ZeRO-3 config, creating them lets from_pretrained
+    # load the weights already partitioned across ranks.
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        max_length=cfg.max_length,
+        assistant_only_loss=cfg.assistant_only_loss,
+        packing=cfg.packing,
+        **trainer_args(cfg),
+    )
+    policy, tokenizer, _ = load_model_for_training(model_path)
+    max_length = clamp_max_length(args, policy)
+    if cfg.assistant_only_loss and not has_generation_markers(tokenizer):
+        raise InputError(f"model '{model}': its chat template does not mark assistant turns with "
+                         "{% generation %}, which assistant_only_loss needs; use a template that does, or set "
+                         "sft.assistant_only_loss: false")
+
+    conversations = [build_messages(r["prompt"], r["response"], cfg.system_prompt) for r in rows]
+    lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
+               for m in conversations]
+    rows_truncated = sum(n > max_length for n in lengths)
+    if rows_truncated:
+        log.warning("sft: %d of %d rows are longer than max_length=%d tokens and are truncated",
+                    rows_truncated, len(rows), max_length)
+    dataset = Dataset.from_list([{"messages": m} for m in conversations])
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
+    callback = train_log_callback(out_dir / "train_log.jsonl", resume_step=checkpoint_step(resume_from))
+    trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         callbacks=[callback])
+    rows_dropped = 0 if cfg.packing else len(rows) - len(trainer.train_dataset)
+    if not cfg.packing and len(trainer.train_dataset) == 0:
+        raise StageError(f"sft: no trainable rows in {data}: every row lost its response to truncation "
+                         f"(max_length={max_length})")
+    counts = dict(rows=len(rows), rows_truncated=rows_truncated, rows_dropped=rows_dropped, max_length=max_length,
+                  max_row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths))
+    return Prepared(trainer, callback, resume_from, model_path, counts)
+
+
+def run(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> StageResult:
+    """Fine-tune `model` on the rows of `data`; write out_dir/model and out_dir/train_log.jsonl."""
+    prepared = prepare(cfg, data, model, out_dir)
+    return finish(prepared, "sft", cfg, Path(data), model, Path(out_dir))
+
+
+# ----------------------------------------------------------------------------- shared with dpo
+
+
+def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: str, out_dir: Path) -> StageResult:
+    """Train, refuse a diverged run, save the model, collect metrics (the second half of sft.run / dpo.run)."""
+    trainer, callback = prepared.trainer, prepared.callback
+    train_output = trainer.train(resume_from_checkpoint=prepared.resume_from)
+    check_finite(callback, stage)
+    model_dir = save_final_model(trainer, out_dir / "model")
+    metrics = training_metrics(callback, trainer, train_output)
+    metrics.update(prepared.counts)
+    if trainer.is_world_process_zero():
+        write_json(out_dir / f"{stage}_config.json", {"config": cfg.to_dict(), "model": model,
+                                                      "model_path": prepared.model_path, "data": str(data)})
+    return StageResult(outputs={"model": model_dir, "train_log": callback.path}, metrics=metrics,
+                       details={"resumed_from": prepared.resume_from})
+
+
+def trainer_args(cfg: Any) -> dict[str, Any]:
+    """The TrainingArguments common to our SFT and DPO configs (both have these fields)."""
+    return dict(
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        # transformers 5 has no warmup_ratio: a warmup_steps value below 1 is read as a ratio of the steps
+        warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.lr_scheduler,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        # TRL defaults bf16=True and gradient_checkpointing=True: always pass ours explicitly. transformers 5.23
+        # renamed gradient_checkpointing to activation_checkpointing (the old name warns unless it is None).
+        bf16=cfg.bf16,
+        fp16=False,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing=None,
+        deepspeed=cfg.deepspeed or None,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        dataloader_pin_memory=_cuda_available(),
+        report_to=[],
+        disable_tqdm=True,
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def load_model_for_training(name_or_path: str):
+    """(model, tokenizer, resolved path); a missing or unloadable model is an InputError before any training."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cai_core.models.tiny import resolve_model
+
+    path = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load model '{name_or_path}': {exc}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"model '{name_or_path}' has no chat template; the training stages need one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, path
+
+
+def clamp_max_length(args: Any, model: Any) -> int:
+    """max_length, lowered to the model's position limit (the tiny model has 512); sets it on the TRL args."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and args.max_length > limit:
+        log.warning("max_length %d is above the model's %d positions; using %d", args.max_length, limit, limit)
+        args.max_length = limit
+    return args.max_length
+
+
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+
+
+def has_generation_markers(tokenizer) -> bool:
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if isinstance(template, dict):
+        template = template.get("default", "")
+    return bool(_GENERATION_TAG.search(template))
+
+
+def last_checkpoint(ckpt_dir: Path) -> str | None:
+    if not ckpt_dir.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir))
+
+
+def checkpoint_step(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    match = re.search(r"checkpoint-(\d+)$", checkpoint.rstrip("/"))
+    return int(match.group(1)) if match else None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON has no NaN/Infinity; check_finite() reports them
+    return value
+
+
+class TrainLog:
+    """Records one JSON row per logged step into `path` (rewritten atomically each time; main process only).
+
+    The trainer's end-of-training summary (train_runtime, train_loss, ...) is kept in `summary`, not in the
+    file. On resume, rows of the steps up to the checkpoint are kept from the previous run's file.
+    Use `train_log_callback(...)` for the `TrainerCallback` (built lazily: importing this module stays cheap).
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self.summary: dict[str, Any] = {}
+        self.non_finite: list[tuple[int, str]] = []
+        if resume_step is not None and self.path.exists():
+            old = read_jsonl(self.path, allow_empty=True)
+            self.rows = [r for r in old if isinstance(r.get("step"), int) and r["step"] <= resume_step]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        if "train_runtime" in logs:
+            self.summary.update({k: _plain(v) for k, v in logs.items()})
+            return
+        row: dict[str, Any] = {"step": state.global_step}
+        for key, value in logs.items():
+            plain = _plain(value)
+            if plain is None and value is not None:
+                self.non_finite.append((state.global_step, key))
+            row[key] = plain
+        self.rows.append(row)
+        if state.is_world_process_zero:
+            write_jsonl(self.path, self.rows)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            write_jsonl(self.path, self.rows)
+
+
+@functools.lru_cache(maxsize=None)
+def _callback_class():
+    from transformers import TrainerCallback
+
+    return type("TrainLogCallback", (TrainLog, TrainerCallback), {})
+
+
+def train_log_callback(path: Path, resume_step: int | None = None) -> TrainLog:
+    """A `TrainerCallback` that is also a `TrainLog`."""
+    return _callback_class()(path, resume_step)
+
+
+def check_finite(callback: TrainLog, stage: str) -> None:
+    """A NaN/inf loss ends the stage with a clear error instead of saving a broken model."""
+    bad = [(step, key) for step, key in callback.non_finite if key in ("loss", "grad_norm")]
+    if bad:
+        step, key = bad[0]
+        raise StageError(f"{stage}: training diverged: {key} is not finite at step {step} "
+                         f"(lower the learning rate or check the data); see {callback.path}")
+
+
+def save_final_model(trainer, model_dir: Path) -> Path:
+    """Save model + tokenizer (safetensors) to a temporary directory and move it into place."""
+    model_dir = Path(model_dir)
+    tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+    if trainer.is_world_process_zero() and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.save_model(str(tmp))  # every rank (ZeRO-3 gathers the weights); writes the tokenizer too
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(tmp))
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the model directory holds only data files
+        old = model_dir.with_name(f".{model_dir.name}.old")
+        if model_dir.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(model_dir, old)
+        os.replace(tmp, model_dir)
+        if old.exists():
+            shutil.rmtree(old)
+    trainer.accelerator.wait_for_everyone()
+    return model_dir
+
+
+def training_metrics(callback: TrainLog, trainer, train_output) -> dict[str, float]:
+    """Scalar metrics from the log rows and the trainer's summary."""
+    rows = callback.rows
+    losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
+    summary = callback.summary or dict(getattr(train_output, "metrics", {}) or {})
+    metrics: dict[str, float] = {"steps": trainer.state.global_step}
+    if losses:
+        metrics["train_loss_first"] = losses[0]
+        metrics["train_loss_last"] = losses[-1]
+    for ours, theirs in (("train_loss", "train_loss"), ("train_runtime_s", "train_runtime"),
+                         ("train_samples_per_s", "train_samples_per_second"),
+                         ("train_steps_per_s", "train_steps_per_second")):
+        if isinstance(summary.get(theirs), (int, float)):
+            metrics[ours] = float(summary[theirs])
+    last = rows[-1] if rows else {}
+    for key, value in last.items():
+        if key not in ("step", "loss") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key.replace("/", "_") + "_last"] = float(value)
+    tokens = last.get("num_tokens")
+    if isinstance(tokens, (int, float)) and metrics.get("train_runtime_s"):
+        metrics["tokens_per_s"] = float(tokens) / metrics["train_runtime_s"]
+    return metrics
+
+
+def numbered_rows(path: Path, rows: list[dict]):
+    """(line number, row) pairs: blank lines are skipped by read_jsonl, so recount them here."""
+    numbers = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if raw.strip():
+                numbers.append(lineno)
+    return zip(numbers, rows)
+
+
+__all__ = ["SFTStageConfig", "run", "prepare", "build_messages", "load_sft_rows"]
