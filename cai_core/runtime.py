@@ -1,0 +1,236 @@
+"""Runs one pipeline step: the code every KFP component calls.
+
+A step is a stage applied at one point of the DAG (`clean_revisions` and
+`clean_pairs` are both the clean stage). `execute()`:
+
+1. parses the step's config payload (only the RunConfig sections it reads);
+2. computes a fingerprint from the step, its config, the fingerprints of its
+   inputs (each input artifact carries `_stage.json`) and the cai version;
+3. if `<run_root>/<step>/` already holds a complete output with that
+   fingerprint, copies it into the output artifact instead of recomputing
+   (a rerun with the same run id, or a retried pod, pays for nothing twice);
+4. otherwise runs the stage, writes `_stage.json` (fingerprint, metrics,
+   details, timing) and publishes the artifact to `<run_root>/<step>/`
+   (complete only once its manifest is written, see `storage.copy_dir`);
+5. logs the metrics to the KFP Metrics artifact when one is given.
+
+The run root is a local directory or an s3:// prefix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cai_core
+from cai_core import records, storage
+from cai_core.config import RunConfig
+from cai_core.errors import CaiError
+from cai_core.progress import log
+from cai_core.stages.base import StageResult
+
+STAGE_FILE = "_stage.json"
+MANIFEST = "_MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    sections: tuple[str, ...]  # RunConfig sections the step reads; the first is the stage's own
+    call: Callable[[dict, dict[str, Path], Path, dict], StageResult]
+
+
+def _prepare(c, i, o, p):
+    from cai_core.stages import prepare
+    return prepare.run(c["section"], o)
+
+
+def _revise(c, i, o, p):
+    from cai_core.llm import load_policy
+    from cai_core.stages import revise
+    m = c["model"]
+    return revise.run(c["section"], i["prompts"] / "prompts.jsonl", o,
+                      llm=load_policy(m.name_or_path, m.device, m.batch_size))
+
+
+def _clean(fields: tuple[str, ...], sft_field: str | None):
+    def call(c, i, o, p):
+        from cai_core.stages import clean
+        result = clean.run(c["section"], i["rows"] / _main_file(i["rows"]), o, fields)
+        if sft_field:
+            rows = clean.to_sft_rows(records.read_jsonl(result.outputs["rows"]), sft_field)
+            result.outputs["sft"] = o / "sft.jsonl"
+            result.metrics["sft_rows"] = records.write_jsonl(result.outputs["sft"], rows)
+        return result
+    return call
+
+
+def _main_file(artifact: Path) -> str:
+    """The data file of an upstream artifact (the one JSONL a step consumes)."""
+    for name in ("revisions.jsonl", "pairs.jsonl"):
+        if (artifact / name).exists():
+            return name
+    raise CaiError(f"{artifact}: no revisions.jsonl or pairs.jsonl in the input artifact")
+
+
+def _sft(c, i, o, p):
+    from cai_core.models.tiny import resolve_model
+    from cai_core.stages import sft
+    return sft.run(c["section"], i["data"] / "sft.jsonl", resolve_model(c["model"].name_or_path), o)
+
+
+def _pairs(c, i, o, p):
+    from cai_core.llm import load_policy
+    from cai_core.stages import pairs
+    m = c["model"]
+    return pairs.run(c["section"], i["prompts"] / "prompts.jsonl", o,
+                     llm=load_policy(str(i["model"] / "model"), m.device, m.batch_size))
+
+
+def _judge(c, i, o, p):
+    from cai_core.llm import load_teacher
+    from cai_core.stages import judge
+    return judge.run(c["section"], i["pairs"] / "cleaned.jsonl", o, llm=load_teacher(c["teacher"], c["model"]))
+
+
+def _dpo(c, i, o, p):
+    from cai_core.stages import dpo
+    return dpo.run(c["section"], i["preferences"] / "train.jsonl", str(i["model"] / "model"), o)
+
+
+def _evaluate(c, i, o, p):
+    from cai_core.llm import load_policy
+    from cai_core.stages import evaluate
+    m = c["model"]
+    models = {"base": p["base_model"], "sft": str(i["sft"] / "model"), "dpo": str(i["dpo"] / "model")}
+    return evaluate.run(c["section"], i["prompts"] / "prompts.jsonl", models, o,
+                        load_model=lambda path: load_policy(path, m.device, m.batch_size))
+
+
+def _report(c, i, o, p):
+    from cai_core.stages import report
+    stages = {}
+    for step in STEPS:  # every completed step of the run, not only the report's inputs
+        path = storage.join(p["_run_root"], step, STAGE_FILE)
+        if step != "report" and storage.exists(path):
+            stages[step] = json.loads(storage.read_text(path))
+    result = report.run(c["section"], i, o, stages=stages)
+    front = [o / "report.html", o / "report.md", o / "metrics.json", *sorted((o / "plots").glob("*.png"))]
+    for path in front:  # the run's front page, beside the step folders (report.md links plots/)
+        storage.write_bytes(storage.join(p["_run_root"], str(path.relative_to(o))), path.read_bytes())
+    return result
+
+
+STEPS: dict[str, Step] = {
+    "prepare_prompts": Step(("prompts",), _prepare),
+    "prepare_eval": Step(("eval_prompts",), _prepare),
+    "revise": Step(("revise", "model"), _revise),
+    "clean_revisions": Step(("clean",), _clean(("final",), sft_field="final")),
+    "sft": Step(("sft", "model"), _sft),
+    "pairs": Step(("pairs", "model"), _pairs),
+    "clean_pairs": Step(("clean",), _clean(("response_a", "response_b"), sft_field=None)),
+    "judge": Step(("judge", "teacher", "model"), _judge),
+    "dpo": Step(("dpo",), _dpo),
+    "evaluate": Step(("evaluate", "model"), _evaluate),
+    "report": Step(("report",), _report),
+}
+
+
+def payload(cfg: RunConfig, step: str) -> str:
+    """The JSON config a step's component receives: only the sections it reads."""
+    sections = STEPS[step].sections
+    return json.dumps({name: getattr(cfg, name).to_dict() for name in sections}, sort_keys=True)
+
+
+def parse_payload(step: str, text: str) -> dict[str, Any]:
+    types = RunConfig.field_types()
+    data = json.loads(text)
+    sections = STEPS[step].sections
+    parsed = {name: types[name].from_dict(data.get(name, {}), path=name) for name in sections}
+    parsed["section"] = parsed[sections[0]]
+    return parsed
+
+
+def input_fingerprint(path: Path) -> str:
+    stage_file = path / STAGE_FILE
+    if stage_file.exists():
+        return records.read_json(stage_file)["fingerprint"]
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _source_fingerprint(step: str, cfgs: dict) -> str:
+    """Content of a prepare step's local source file, so an edited prompts file is not reused."""
+    if not step.startswith("prepare"):
+        return ""
+    from cai_core.stages.prepare import resolve_source
+    source = cfgs["section"].source
+    if storage.is_remote(source):
+        return source
+    path = resolve_source(source, Path("."))
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def fingerprint(step: str, config_text: str, inputs: dict[str, Path], params: dict, cfgs: dict) -> str:
+    parts = [step, json.loads(config_text), {k: input_fingerprint(v) for k, v in sorted(inputs.items())},
+             params, cai_core.__version__, _source_fingerprint(step, cfgs)]
+    return records.row_id(*parts)
+
+
+def _reuse(published: str, fp: str, out_dir: Path) -> dict | None:
+    if not storage.exists(storage.join(published, MANIFEST)):
+        return None
+    try:
+        stage = json.loads(storage.read_text(storage.join(published, STAGE_FILE)))
+    except CaiError:
+        return None
+    if stage.get("fingerprint") != fp:
+        return None
+    storage.copy_dir(published, str(out_dir))
+    return stage
+
+
+def _log_kfp(kfp_metrics, metrics: dict) -> None:
+    if kfp_metrics is None:
+        return
+    for key, value in sorted(StageResult(metrics=metrics).finite_metrics().items()):
+        kfp_metrics.log_metric(key, value)
+
+
+def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_root: str,
+            kfp_metrics=None, params: dict | None = None) -> dict:
+    """Run (or reuse) one step; return its `_stage.json` content."""
+    params = params or {}
+    out = Path(out_dir)
+    in_paths = {k: Path(v) for k, v in inputs.items()}
+    try:
+        cfgs = parse_payload(step, config)
+        fp = fingerprint(step, config, in_paths, params, cfgs)
+        published = storage.join(run_root, step)
+        reused = _reuse(published, fp, out)
+        if reused is not None:
+            log(f"{step}: reused the completed output at {published} (fingerprint {fp})")
+            _log_kfp(kfp_metrics, reused["metrics"])
+            return reused
+        log(f"{step}: started")
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        result = STEPS[step].call(cfgs, in_paths, out, {**params, "_run_root": run_root})
+        stage = {"step": step, "fingerprint": fp, "cai_version": cai_core.__version__,
+                 "metrics": result.finite_metrics(), "details": result.details,
+                 "outputs": {k: str(Path(v).relative_to(out)) for k, v in result.outputs.items()},
+                 "started": started, "seconds": round(time.time() - started, 3)}
+        records.write_json(out / STAGE_FILE, stage)
+        storage.copy_dir(str(out), published)
+        log(f"{step}: done in {stage['seconds']:.1f}s; " +
+            ", ".join(f"{k}={v:.4g}" for k, v in list(stage["metrics"].items())[:8]))
+        _log_kfp(kfp_metrics, stage["metrics"])
+        return stage
+    except CaiError as exc:
+        log(f"ERROR in {step}: {exc}")
+        raise

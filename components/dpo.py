@@ -1,0 +1,14 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from cai_components.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def dpo(preferences: Input[Dataset], sft_model: Input[Model], config: str, run_root: str,
+        model: Output[Model], metrics: Output[Metrics]):
+    """Stage 7: DPO against the frozen SFT model."""
+    from cai_core.runtime import execute
+
+    stage = execute("dpo", config, {"preferences": preferences.path, "model": sft_model.path}, model.path, run_root, metrics)
+    model.metadata["steps"] = stage["metrics"].get("steps", 0)

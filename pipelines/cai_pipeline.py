@@ -1,0 +1,78 @@
+"""The CAI DAG: prepare -> revise -> clean -> sft -> pairs -> clean -> judge -> dpo -> evaluate -> report.
+
+`build_pipeline(cfg)` returns the KFP pipeline whose parameter defaults are the
+per-step config payloads of `cfg`, so the same function serves `cai run`
+(kfp.local) and `cai compile` (cluster YAML). Each step receives only the
+config sections it reads, so KFP caching reruns only what changed.
+"""
+# No `from __future__ import annotations` here: KFP reads the pipeline's parameter types at runtime.
+from typing import Callable
+
+from kfp import dsl
+
+from cai_components.clean import clean
+from cai_components.dpo import dpo
+from cai_components.evaluate import evaluate
+from cai_components.judge import judge
+from cai_components.pairs import pairs
+from cai_components.prepare import prepare
+from cai_components.report import report
+from cai_components.revise import revise
+from cai_components.sft import sft
+from cai_core.config import RunConfig
+from cai_core.runtime import payload
+
+PIPELINE_NAME = "cai"
+
+
+def _no_platform(task, step: str):
+    return task
+
+
+def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_platform):
+    """The pipeline for `cfg`. `platform(task, step)` applies where-it-runs settings to each
+    task (Kubernetes resources, node selectors, secrets, retries); locally it does nothing."""
+    p = {step: payload(cfg, step) for step in (
+        "prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "judge", "dpo",
+        "evaluate", "report")}
+
+    @dsl.pipeline(name=PIPELINE_NAME, description="Constitutional-AI post-training that does not collapse.")
+    def cai_pipeline(
+        run_root: str = run_root,
+        base_model: str = cfg.model.name_or_path,
+        prompts_config: str = p["prepare_prompts"],
+        eval_prompts_config: str = p["prepare_eval"],
+        revise_config: str = p["revise"],
+        clean_config: str = p["clean_revisions"],
+        sft_config: str = p["sft"],
+        pairs_config: str = p["pairs"],
+        judge_config: str = p["judge"],
+        dpo_config: str = p["dpo"],
+        evaluate_config: str = p["evaluate"],
+        report_config: str = p["report"],
+    ):
+        prompts = platform(prepare(step="prepare_prompts", config=prompts_config, run_root=run_root)
+                           .set_display_name("prompts"), "prepare_prompts")
+        eval_prompts = platform(prepare(step="prepare_eval", config=eval_prompts_config, run_root=run_root)
+                                .set_display_name("eval prompts"), "prepare_eval")
+        revisions = platform(revise(prompts=prompts.outputs["prompts"], config=revise_config, run_root=run_root), "revise")
+        cleaned_revisions = platform(clean(step="clean_revisions", rows=revisions.outputs["revisions"],
+                                           config=clean_config, run_root=run_root)
+                                     .set_display_name("clean revisions"), "clean_revisions")
+        sft_task = platform(sft(data=cleaned_revisions.outputs["cleaned"], config=sft_config, run_root=run_root), "sft")
+        pair_task = platform(pairs(prompts=prompts.outputs["prompts"], model=sft_task.outputs["model"],
+                                   config=pairs_config, run_root=run_root), "pairs")
+        cleaned_pairs = platform(clean(step="clean_pairs", rows=pair_task.outputs["pairs_out"], config=clean_config,
+                                       run_root=run_root).set_display_name("clean pairs"), "clean_pairs")
+        judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], config=judge_config, run_root=run_root), "judge")
+        dpo_task = platform(dpo(preferences=judged.outputs["preferences"], sft_model=sft_task.outputs["model"],
+                                config=dpo_config, run_root=run_root), "dpo")
+        evaluated = platform(evaluate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
+                                      dpo_model=dpo_task.outputs["model"], base_model=base_model,
+                                      config=evaluate_config, run_root=run_root), "evaluate")
+        platform(report(clean_revisions=cleaned_revisions.outputs["cleaned"], sft=sft_task.outputs["model"],
+               clean_pairs=cleaned_pairs.outputs["cleaned"], judge=judged.outputs["preferences"],
+               dpo=dpo_task.outputs["model"], evaluate=evaluated.outputs["results"], config=report_config,
+               run_root=run_root), "report")
+
+    return cai_pipeline
