@@ -18,6 +18,7 @@ from cai_core.errors import StageError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SHOW = re.compile(r"\[cai\]|Task '.*' finished with status|Pipeline '.*' finished with status")
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt)\b.*")
 
 
 class _FilteredTee:
@@ -27,6 +28,7 @@ class _FilteredTee:
         self.log, self.terminal, self.verbose = log, terminal, verbose
         self._buffer = ""
         self.errors: list[str] = []
+        self.crash = ""
 
     def write(self, text: str) -> int:
         self.log.write(text)
@@ -36,6 +38,8 @@ class _FilteredTee:
             plain = _ANSI.sub("", line).strip()
             if "[cai] ERROR" in plain:
                 self.errors.append(plain.split("[cai] ", 1)[1])
+            elif _EXCEPTION.match(plain):  # the last line of a task's traceback: a crash, not a user error
+                self.crash = plain
             if self.verbose or _SHOW.search(plain):
                 self.terminal.write(plain + "\n")
                 self.terminal.flush()
@@ -68,7 +72,7 @@ def run_local(cfg: RunConfig, run_dir: Path, run_root: str | None = None, verbos
                 warnings.simplefilter("ignore")
                 pipeline()
         except RuntimeError as exc:
-            reason = tee.errors[-1] if tee.errors else str(exc).splitlines()[0]
+            reason = tee.errors[-1] if tee.errors else str(exc).splitlines()[0] + (f" ({tee.crash})" if tee.crash else "")
             raise StageError(f"the pipeline stopped: {_ANSI.sub('', reason)} (full log: {run_dir / 'pipeline.log'})") from None
     # Every step published its output under the run root; KFP's per-execution copies are redundant.
     for execution in (run_dir / "kfp").glob(f"{PIPELINE_NAME}-*"):
