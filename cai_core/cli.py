@@ -73,7 +73,9 @@ def run(config, overrides, run_id, output_dir, verbose):
     run_root = storage.join(cfg.output_dir, cfg.run_id)
     if storage.is_remote(run_root):
         storage.check_writable(run_root)
-        local_dir = Path.home() / ".cache" / "cai" / "kfp" / cfg.run_id
+        from cai_core.models.tiny import cache_root
+
+        local_dir = cache_root() / "kfp" / cfg.run_id  # KFP's own working files; the run itself goes to S3
     else:
         local_dir = Path(run_root).resolve()
         run_root = str(local_dir)
