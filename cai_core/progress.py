@@ -2,8 +2,10 @@
 
 Components run in pods (and in kfp.local subprocesses) where there is no
 terminal, so progress is printed as plain log lines prefixed with `[cai]`,
-at most every `every_s` seconds and once at the end. `cai run` shows these
-lines and keeps the rest of the KFP output in the run's log file.
+at most every `every_s` seconds and once at the end. They go to stderr, so a
+command's stdout stays clean data (KFP merges both streams into the task log).
+`cai run` shows these lines and keeps the rest of the KFP output in the
+run's log file.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ def _clock(seconds: float) -> str:
 
 
 def log(message: str) -> None:
-    print(f"[cai] {message}", file=sys.stdout, flush=True)
+    print(f"[cai] {message}", file=sys.stderr, flush=True)
 
 
 class Progress:
