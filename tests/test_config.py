@@ -67,3 +67,10 @@ def test_reference_documents_every_key():
         key, meaning = line.split("|")[1].strip(), line.split("|")[4].strip()
         assert meaning, f"{key} has no #: documentation"
     assert "`judge.min_margin`" in ref and "`revise.rounds`" in ref
+
+
+def test_exponent_floats_read_as_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("sft:\n  learning_rate: 1e-5\n")
+    assert load_run_config(path, ["dpo.learning_rate=5e-7"]).sft.learning_rate == 1e-5
+    assert load_run_config(None, ["dpo.learning_rate=5e-7"]).dpo.learning_rate == 5e-7
