@@ -1,0 +1,458 @@
+"""The pipeline on a Kubernetes cluster: platform settings, `cai compile`, `cai submit`.
+
+`platform(cfg, run_id)` returns the function `build_pipeline` calls on every
+task with its step name. It applies, from `cfg.cluster` (see cai_core/cluster.py):
+
+* the image: `task.set_container_image(...)` (a public KFP API that overrides
+  the component's `base_image` for this task only), so the registry and tag
+  come from the config at compile time, without environment variables, module
+  reloads or a fresh interpreter; generation steps get the vLLM image, the
+  training launchers the trainer image, every other step the core image;
+* pod labels `app=cai`, `cai/run-id`, `cai/stage` (the step name), so
+  `kubectl get pods -l cai/run-id=<id>` finds a run;
+* generation steps (revise, pairs, gate, evaluate): `nvidia.com/gpu` x generation_gpus,
+  the H100 node selector and tolerations, a memory-backed /dev/shm, CPU and
+  memory, and the vLLM layout as env (CAI_VLLM_TENSOR_PARALLEL_SIZE,
+  CAI_VLLM_DATA_PARALLEL_REPLICAS, CAI_GPUS);
+* training steps (sft, dpo: small launcher pods): CPU and memory, and what the
+  PyTorchJob launcher needs as env: CAI_TRAINER_IMAGE, CAI_CLUSTER_CONFIG (the
+  cluster section as JSON: node selector, tolerations, shm, secret refs) and
+  the pod's name and uid (CAI_POD_NAME, CAI_POD_UID) for an owner reference;
+* Secrets as env, each only where it is read: S3 keys everywhere, the teacher
+  key for clean/judge/evaluate, the HF token where the policy model is loaded;
+* retries with exponential backoff on transient steps, pod deadlines, KFP
+  caching off for the steps listed in no_cache_steps, image pull secrets.
+
+The config payloads stay per step (cai_core.runtime.payload): the cluster
+section reaches no payload, so changing a toleration does not invalidate
+cached data steps.
+
+Preflight (`preflight_static`, `check_kfp_host`, `check_secrets`) runs before
+anything is compiled or submitted; each problem is one `CaiError`.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import io
+from http.client import HTTPException
+import json
+import os
+import socket
+import ssl
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from cai_core import storage
+from cai_core.cluster import GENERATION_STEPS, STEPS, TRAINING_STEPS, ClusterConfig, is_label_value
+from cai_core.config import RunConfig
+from cai_core.errors import CaiError, ConfigError
+
+#: Which steps read which Secret (least exposure: a pod gets only the keys it uses).
+TEACHER_STEPS = ("clean_revisions", "clean_pairs", "judge", "evaluate")
+MODEL_STEPS = ("revise", "sft", "pairs", "dpo", "gate", "evaluate")
+SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+              "hf_token": "HF_TOKEN"}
+LABEL_APP, LABEL_RUN, LABEL_STAGE = "app", "cai/run-id", "cai/stage"
+#: Where the KFP SDK's in-cluster credentials read a projected service account token.
+SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
+
+
+def secret_env(cfg: RunConfig, step: str) -> dict[str, tuple[str, str]]:
+    """Env var -> (secret, key) for one step."""
+    refs = cfg.cluster.secrets
+    out: dict[str, tuple[str, str]] = {}
+    for name, env in SECRET_ENV.items():
+        ref = getattr(refs, name)
+        if ref is None or (name == "hf_token" and step not in MODEL_STEPS):
+            continue
+        out[env] = (ref.secret, ref.key)
+    if refs.openai_api_key is not None and step in TEACHER_STEPS:
+        out[cfg.teacher.api_key_env] = (refs.openai_api_key.secret, refs.openai_api_key.key)
+    return out
+
+
+def platform(cfg: RunConfig, run_id: str) -> Callable:
+    """The `platform(task, step)` hook of `build_pipeline` for this config and run id."""
+    from kfp import kubernetes
+
+    c: ClusterConfig = cfg.cluster
+
+    def apply(task, step: str):
+        # A step this module does not know yet (a new stage) runs as a CPU step in the core image;
+        # tests/test_cluster_config.py fails until it is listed in cai_core.cluster.STEPS.
+        task.set_container_image(c.step_image(step))
+        for key, value in ((LABEL_APP, "cai"), (LABEL_RUN, run_id), (LABEL_STAGE, step)):
+            kubernetes.add_pod_label(task, key, value)
+        task.set_caching_options(enable_caching=step not in c.no_cache_steps)
+        if step in c.retry_steps and c.retries > 0:
+            task.set_retry(num_retries=c.retries, backoff_duration=f"{c.retry_backoff_s}s",
+                           backoff_factor=c.retry_backoff_factor, backoff_max_duration=f"{c.retry_backoff_max_s}s")
+        if c.timeout_for(step) > 0:
+            kubernetes.set_timeout(task, c.timeout_for(step))
+        if c.image_pull_policy != "IfNotPresent":
+            kubernetes.set_image_pull_policy(task, c.image_pull_policy)
+        if c.image_pull_secrets:
+            kubernetes.set_image_pull_secrets(task, list(c.image_pull_secrets))
+
+        env = {"CAI_RUN_ID": run_id, "CAI_STEP": step, **c.env}
+        by_secret: dict[str, dict[str, str]] = {}
+        for var, (secret, key) in secret_env(cfg, step).items():
+            by_secret.setdefault(secret, {})[key] = var
+        for secret, mapping in sorted(by_secret.items()):
+            kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=mapping)
+        if c.config_map:
+            kubernetes.use_config_map_as_volume(task, config_map_name=c.config_map, mount_path=c.config_map_mount)
+
+        if step in GENERATION_STEPS:
+            task.set_accelerator_type(c.gpu_resource)
+            task.set_accelerator_limit(c.generation_gpus)
+            task.set_cpu_request(c.generation_cpu)
+            task.set_memory_request(c.generation_memory)
+            task.set_memory_limit(c.generation_memory)
+            for key, value in sorted(c.node_selector.items()):
+                kubernetes.add_node_selector(task, label_key=key, label_value=value)
+            for t in c.tolerations:
+                kubernetes.add_toleration(task, key=t.key or None, operator=t.operator, value=t.value or None,
+                                          effect=t.effect or None, toleration_seconds=t.toleration_seconds)
+            kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=c.shm_size)
+            env.update({"CAI_GPUS": str(c.generation_gpus),
+                        "CAI_VLLM_TENSOR_PARALLEL_SIZE": str(c.tensor_parallel_size),
+                        "CAI_VLLM_DATA_PARALLEL_REPLICAS": str(c.data_parallel_replicas)})
+        else:
+            task.set_cpu_request(c.cpu)
+            task.set_memory_request(c.memory)
+            task.set_memory_limit(c.memory)
+            for key, value in sorted(c.cpu_node_selector.items()):
+                kubernetes.add_node_selector(task, label_key=key, label_value=value)
+            for t in c.cpu_tolerations:
+                kubernetes.add_toleration(task, key=t.key or None, operator=t.operator, value=t.value or None,
+                                          effect=t.effect or None, toleration_seconds=t.toleration_seconds)
+        if step in TRAINING_STEPS:
+            env.update({"CAI_TRAINER_IMAGE": c.image("trainer"), "CAI_CLUSTER_CONFIG": c.to_json()})
+            kubernetes.use_field_path_as_env(task, env_name="CAI_POD_NAME", field_path="metadata.name")
+            kubernetes.use_field_path_as_env(task, env_name="CAI_POD_UID", field_path="metadata.uid")
+        for key, value in sorted(env.items()):
+            task.set_env_variable(key, value)
+        return task
+
+    return apply
+
+
+# -- preflight ---------------------------------------------------------------------------
+
+def compile_run_id(cfg: RunConfig) -> str:
+    """The run id baked into a compiled pipeline: the config's, else one derived from the config
+    (the same config compiles to the same id, so a rerun reuses its completed steps)."""
+    return cfg.run_id or f"cai-{cfg.replace(run_id='').fingerprint()[:10]}"
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    """A fresh run id for a submission: date, time and a hash of the config."""
+    if cfg.run_id:
+        return cfg.run_id
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{cfg.fingerprint()[:6]}"
+
+
+def preflight_static(cfg: RunConfig, run_id: str) -> None:
+    """Checks that need no cluster. (Image references, the GPU layout, Secret names and keys were
+    already checked when the config was loaded; this re-runs them for configs built in code.)"""
+    cfg.cluster.validate()
+    for ref in cfg.cluster.secrets.refs().values():
+        ref.validate()
+    if not (run_id and len(run_id) <= 63 and is_label_value(run_id)):
+        raise ConfigError(f"run_id: {run_id!r} cannot label the run's pods: use at most 63 letters, digits, "
+                          "'-', '_' or '.', starting and ending with a letter or digit")
+    if not storage.is_remote(cfg.output_dir):
+        raise ConfigError(f"output_dir: {cfg.output_dir!r} is a local path; on a cluster every step runs in its "
+                          "own pod, so use an s3://bucket/prefix")
+    if cfg.teacher.backend == "openai" and cfg.teacher.base_url is None and cfg.cluster.secrets.openai_api_key is None:
+        raise ConfigError("cluster.secrets.openai_api_key: teacher.backend is openai (the OpenAI API) but no Secret "
+                          "holds the key; set {secret: <name>, key: <key>}")
+
+
+@dataclass
+class Http:
+    """How to reach the KFP API (the options kfp.Client takes)."""
+
+    host: str
+    token: str | None = None
+    cookies: str | None = None
+    ssl_ca_cert: str | None = None
+    verify_ssl: bool = True
+    proxy: str | None = None
+    timeout_s: float = 5.0
+    headers: dict = field(default_factory=dict)
+
+    def opener(self):
+        context = None
+        if self.host.startswith("https://"):
+            context = ssl.create_default_context(cafile=self.ssl_ca_cert) if self.verify_ssl else ssl._create_unverified_context()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *args, **kwargs):  # a login page is an answer, not something to follow
+                return None
+
+        handlers = [NoRedirect(), urllib.request.HTTPSHandler(context=context)]
+        handlers.append(urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy} if self.proxy else {}))
+        return urllib.request.build_opener(*handlers)
+
+    def get(self, path: str) -> tuple[int, dict, bytes]:
+        request = urllib.request.Request(self.host.rstrip("/") + path, headers={"Accept": "application/json"})
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        if self.cookies:
+            request.add_header("Cookie", self.cookies)
+        try:
+            with self.opener().open(request, timeout=self.timeout_s) as response:
+                return response.status, dict(response.headers), response.read(65536)
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers or {}), exc.read(65536) if exc.fp else b""
+
+
+def _reason(exc: BaseException) -> str:
+    inner = getattr(exc, "reason", exc)
+    if isinstance(inner, (socket.timeout, TimeoutError)):
+        return "no answer in time"
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(inner, socket.gaierror):
+        return "unknown host name"
+    if isinstance(inner, ssl.SSLError):
+        return f"TLS error: {inner}"
+    return str(inner) or type(inner).__name__
+
+
+def _message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+        return str(data.get("message") or data.get("error") or "")[:200]
+    except (ValueError, AttributeError):
+        return body.decode("utf-8", "replace").strip().splitlines()[0][:200] if body.strip() else ""
+
+
+def check_kfp_host(http: Http, namespace: str | None) -> str:
+    """Fail fast when the KFP API does not answer or rejects the credentials; return the API version seen."""
+    host = http.host
+    if not host.startswith(("http://", "https://")):
+        raise CaiError(f"kfp host {host!r}: must start with http:// or https://")
+    try:
+        status, headers, body = http.get("/apis/v2beta1/healthz")
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        raise CaiError(f"kfp host {host} does not answer ({_reason(exc)} within {http.timeout_s:g}s): check the URL "
+                       "or start a port-forward (kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80); "
+                       "nothing was submitted") from None
+    _check_auth(http, status, headers, body, "/apis/v2beta1/healthz")
+    if status != 200:
+        raise CaiError(f"kfp host {host} answered HTTP {status} on /apis/v2beta1/healthz"
+                       f"{': ' + _message(body) if _message(body) else ''}; is this the Kubeflow Pipelines API? "
+                       "nothing was submitted")
+    try:
+        version = json.loads(body).get("commit_sha") or json.loads(body).get("tag_name") or "unknown"
+    except ValueError:
+        raise CaiError(f"kfp host {host} answered /apis/v2beta1/healthz with something that is not JSON "
+                       f"({_message(body)!r}); is this the Kubeflow Pipelines API? nothing was submitted") from None
+    query = "?page_size=1" + (f"&namespace={urllib.parse.quote(namespace)}" if namespace else "")
+    try:
+        status, headers, body = http.get("/apis/v2beta1/experiments" + query)
+    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        raise CaiError(f"kfp host {host} stopped answering ({_reason(exc)}); nothing was submitted") from None
+    _check_auth(http, status, headers, body, "/apis/v2beta1/experiments")
+    if status >= 400:
+        raise CaiError(f"kfp host {host} refused to list experiments in namespace {namespace!r} (HTTP {status}"
+                       f"{': ' + _message(body) if _message(body) else ''}); nothing was submitted")
+    return str(version)
+
+
+def _check_auth(http: Http, status: int, headers: dict, body: bytes, path: str) -> None:
+    host = http.host
+    if status in (301, 302, 303, 307, 308):
+        where = {k.lower(): v for k, v in headers.items()}.get("location", "?")
+        raise CaiError(f"kfp host {host} redirected {path} to a login page ({where}): pass a token "
+                       "(--existing-token, or --token-file) or a session cookie (--cookies); nothing was submitted")
+    if status in (401, 403):
+        detail = _message(body)
+        if http.token or http.cookies:
+            raise CaiError(f"kfp host {host} rejected the token (HTTP {status}{': ' + detail if detail else ''}); "
+                           "get a fresh one and check it may use the namespace; nothing was submitted")
+        raise CaiError(f"kfp host {host} needs credentials (HTTP {status}{': ' + detail if detail else ''}): pass "
+                       "--existing-token, --token-file or --cookies; nothing was submitted")
+
+
+def check_secrets(cfg: RunConfig, namespace: str, kube_context: str | None = None,
+                  timeout_s: float = 5.0) -> str:
+    """Check with the Kubernetes API that every referenced Secret key exists in `namespace`.
+
+    Raises CaiError for a missing Secret or key. Returns a note saying what was checked; when no
+    cluster is configured, answers, or lets us read Secrets, the names were only checked statically.
+    """
+    refs = cfg.cluster.secrets.refs()
+    if not refs:
+        return "no Secrets referenced"
+    try:
+        from kubernetes import client, config
+        from kubernetes.client.rest import ApiException
+        from kubernetes.config.config_exception import ConfigException
+    except ImportError:
+        return "the kubernetes client is not installed: Secret names checked statically only"
+    conf = client.Configuration()
+    try:
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and kube_context is None:
+            config.load_incluster_config(client_configuration=conf)
+        else:  # KUBECONFIG read now: the client reads it only once, at import
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, context=kube_context,
+                                    client_configuration=conf)
+    except (ConfigException, OSError, TypeError) as exc:
+        return f"no Kubernetes cluster configured ({str(exc).splitlines()[0][:120]}): Secret names checked statically only"
+    conf.retries = False  # one try each: preflight must fail fast
+    api = client.CoreV1Api(client.ApiClient(conf))
+    seen: dict[str, dict | None] = {}
+    missing: list[str] = []
+    for field_name, ref in refs.items():
+        if ref.secret not in seen:
+            try:
+                secret = api.read_namespaced_secret(ref.secret, namespace, _request_timeout=timeout_s)
+                seen[ref.secret] = {**(secret.data or {}), **(secret.string_data or {})}
+            except ApiException as exc:
+                if exc.status == 404:
+                    seen[ref.secret] = None
+                elif exc.status in (401, 403):
+                    return (f"not allowed to read Secrets in namespace {namespace} (HTTP {exc.status}): "
+                            "Secret names checked statically only")
+                else:
+                    return f"the Kubernetes API answered HTTP {exc.status}: Secret names checked statically only"
+            except Exception as exc:  # urllib3 connection errors and timeouts
+                return f"the Kubernetes API did not answer ({type(exc).__name__}): Secret names checked statically only"
+        data = seen[ref.secret]
+        if data is None:
+            missing.append(f"cluster.secrets.{field_name}: Secret {ref.secret!r} does not exist in namespace {namespace}")
+        elif ref.key not in data:
+            keys = ", ".join(sorted(data)) or "none"
+            missing.append(f"cluster.secrets.{field_name}: Secret {ref.secret!r} in namespace {namespace} has no key "
+                           f"{ref.key!r} (its keys: {keys})")
+    if missing:
+        raise CaiError("; ".join(missing) + "; nothing was submitted")
+    return f"{len(refs)} Secret keys found in namespace {namespace}"
+
+
+# -- compile and submit --------------------------------------------------------------------
+
+@dataclass
+class Compiled:
+    path: Path
+    run_id: str
+    run_root: str
+    images: dict[str, str]
+
+
+def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = None) -> Compiled:
+    """Write the cluster pipeline YAML (PipelineSpec + PlatformSpec) for `cfg` to `out_path`."""
+    from kfp import compiler
+
+    from cai_pipelines.cai_pipeline import build_pipeline
+
+    run_id = run_id or compile_run_id(cfg)
+    preflight_static(cfg, run_id)
+    cfg = cfg.replace(run_id=run_id)
+    run_root = storage.join(cfg.output_dir, run_id)
+    pipeline = build_pipeline(cfg, run_root=run_root, platform=platform(cfg, run_id))
+    out = Path(out_path)
+    if out.parent and not out.parent.exists():
+        raise CaiError(f"{out}: the directory {out.parent} does not exist")
+    compiler.Compiler().compile(pipeline, str(out))
+    images = {step: cfg.cluster.step_image(step) for step in STEPS}
+    return Compiled(out, run_id, run_root, images)
+
+
+@dataclass
+class Submitted:
+    kfp_run_id: str | None
+    run_id: str
+    run_name: str
+    run_root: str
+    url: str | None
+    notes: list[str]
+    skipped: bool = False
+    state: str | None = None
+
+
+def read_token_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise CaiError(f"{path}: cannot read the token file ({exc.strerror})") from None
+
+
+def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: str | None = None,
+           run_name: str | None = None, token: str | None = None, *, cookies: str | None = None,
+           ssl_ca_cert: str | None = None, verify_ssl: bool = True, proxy: str | None = None,
+           service_account: str | None = None, run_id: str | None = None, check_cluster_secrets: bool = True,
+           kube_context: str | None = None, skip_existing: bool = False, wait: bool = False,
+           wait_timeout_s: float = 0, connect_timeout_s: float = 5.0, log: Callable[[str], None] = lambda s: None
+           ) -> Submitted:
+    """Preflight, compile and create one KFP run. Nothing is submitted when any check fails."""
+    c = cfg.cluster
+    namespace = namespace or c.namespace
+    experiment = experiment or c.experiment
+    run_id = run_id or new_run_id(cfg)
+    run_name = run_name or run_id
+    service_account = service_account if service_account is not None else c.service_account
+    preflight_static(cfg, run_id)
+    http = Http(host=host, token=token, cookies=cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=verify_ssl,
+                proxy=proxy, timeout_s=connect_timeout_s)
+    version = check_kfp_host(http, namespace)
+    notes = [f"kfp host {host} answers (api {version})"]
+    if check_cluster_secrets:
+        notes.append(check_secrets(cfg, namespace, kube_context=kube_context, timeout_s=connect_timeout_s))
+    for note in notes:
+        log(note)
+
+    import kfp
+
+    client = kfp.Client(host=host, namespace=namespace, existing_token=token, cookies=cookies,
+                        ssl_ca_cert=ssl_ca_cert, proxy=proxy, verify_ssl=verify_ssl)
+    run_root = storage.join(cfg.output_dir, run_id)
+    if skip_existing:
+        existing = _find_run(client, experiment, namespace, run_name)
+        if existing is not None:
+            log(f"a run named {run_name} already exists ({existing}): not submitting again")
+            return Submitted(existing, run_id, run_name, run_root, f"{host.rstrip('/')}/#/runs/details/{existing}",
+                             notes, skipped=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled = compile_pipeline(cfg, Path(tmp) / "pipeline.yaml", run_id=run_id)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # kfp prints its own links; we print ours
+                result = client.create_run_from_pipeline_package(
+                    str(compiled.path), arguments={}, run_name=run_name, experiment_name=experiment,
+                    namespace=namespace, service_account=service_account or None)
+        except Exception as exc:  # kfp_server_api.ApiException and connection errors
+            status = getattr(exc, "status", None)
+            body = getattr(exc, "body", None) or str(exc)
+            raise CaiError(f"kfp host {host} did not accept the run (HTTP {status}): "
+                           f"{_message(body.encode() if isinstance(body, str) else body) or body}") from None
+    url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
+    submitted = Submitted(result.run_id, run_id, run_name, run_root, url, notes)
+    if wait:
+        detail = client.wait_for_run_completion(result.run_id, timeout=int(wait_timeout_s) if wait_timeout_s else 10 ** 9)
+        submitted.state = str(getattr(detail, "state", "UNKNOWN"))
+    return submitted
+
+
+def _find_run(client, experiment: str, namespace: str, run_name: str) -> str | None:
+    try:
+        exp = client.get_experiment(experiment_name=experiment, namespace=namespace)
+    except Exception:
+        return None  # no such experiment yet: no such run either
+    flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": run_name}]})
+    response = client.list_runs(experiment_id=exp.experiment_id, namespace=namespace, page_size=1, filter=flt)
+    runs = getattr(response, "runs", None) or []
+    return runs[0].run_id if runs else None
