@@ -1,0 +1,139 @@
+"""`cai discover`: learn a constitution from existing preference pairs.
+
+    cai discover --pairs prefs.jsonl --out constitution.yaml [--n 16]
+                 [--base-url URL] [--model NAME] [--config run.yaml] [--set discover.clusters=24]
+
+The teacher is the run config's `teacher` section, as for the teacher stages: an
+OpenAI-compatible endpoint when OPENAI_API_KEY or OPENAI_BASE_URL is set (or
+``--base-url`` / ``teacher.base_url`` is given), the key from OPENAI_API_KEY (or the
+variable named by ``teacher.api_key_env``). Requests are journaled under the report
+folder, so a rerun after a failure pays for nothing twice. The embedded tiny policy model
+cannot write principles, so without an endpoint the command stops and says what to set
+(``--standin`` runs the deterministic stand-in teacher used by the tests: not a model).
+
+Writes the constitution to ``--out`` (refusing to overwrite without ``--force``) and the
+report, metrics and work files to ``--report-dir`` (default ``<out>.discover/``).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import click
+
+from cai_core.errors import CaiError
+
+_SET_HELP = ("Override one config value, e.g. --set discover.clusters=24 or --set teacher.model=gpt-4o "
+             "(repeatable; the value is read as YAML).")
+
+
+def load_sections(config: str | None, overrides: tuple[str, ...]):
+    """(DiscoverConfig, TeacherConfig, ModelConfig) from the defaults, `config` and `overrides`.
+
+    Works whether or not RunConfig has a `discover` section yet: without one, the
+    `discover` keys of the file and of the overrides are read here and the rest goes
+    through `load_run_config`.
+    """
+    from cai_core import config as config_mod
+    from cai_core.stages.discover import DiscoverConfig
+
+    if "discover" in config_mod.RunConfig.field_types():
+        cfg = config_mod.load_run_config(config, list(overrides))
+        return cfg.discover, cfg.teacher, cfg.model
+    data = config_mod._read_yaml(Path(config)) if config else {}
+    section = dict(data.pop("discover", None) or {})
+    rest = []
+    for item in overrides:
+        parts, value = config_mod.parse_override(item)
+        if parts[0] == "discover":
+            section = config_mod.apply_overrides({"discover": section}, [item])["discover"]
+        else:
+            rest.append(item)
+    try:
+        base = config_mod._merge(config_mod._read_yaml(config_mod.default_config_path()), data)
+        run_cfg = config_mod.RunConfig.from_dict(config_mod.apply_overrides(copy.deepcopy(base), rest))
+        discover_cfg = DiscoverConfig.from_dict(section, path="discover")
+    except CaiError as exc:
+        raise type(exc)(f"{config}: {exc}" if config else str(exc)) from None
+    return discover_cfg, run_cfg.teacher, run_cfg.model
+
+
+def _teacher(teacher, model, base_url, model_name, standin: bool, journal: str):
+    if standin:
+        from cai_core.testing.standin_teacher import StandInTeacher
+
+        return StandInTeacher()
+    from cai_core.llm import load_teacher, teacher_is_remote
+
+    if not teacher_is_remote(teacher, base_url) and model.name_or_path == "tiny":
+        raise CaiError("cai discover needs a teacher model that can write principles: set OPENAI_API_KEY (OpenAI) "
+                       "or OPENAI_BASE_URL / --base-url (any OpenAI-compatible server, e.g. vLLM), or set "
+                       "teacher.backend: local with a real model.name_or_path (--standin runs the deterministic "
+                       "stand-in teacher used by the tests; it is not a model)")
+    return load_teacher(teacher, model, journal=journal, base_url=base_url, model_name=model_name)
+
+
+@click.command("discover")
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False),
+              help="Preference pairs: JSONL with prompt, chosen and rejected per line (field names: discover.*_field).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the discovered constitution YAML.")
+@click.option("--n", "n", type=int, default=None, help="Principles to keep (default: discover.n, 16).")
+@click.option("--base-url", help="OpenAI-compatible endpoint of the teacher (default: teacher.base_url, else "
+              "OPENAI_BASE_URL, else the OpenAI API when OPENAI_API_KEY is set).")
+@click.option("--model", "model_name", help="Teacher model name at the endpoint (default: teacher.model).")
+@click.option("--config", "config", type=click.Path(dir_okay=False),
+              help="Run config YAML; its discover and teacher sections are used.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--report-dir", type=click.Path(file_okay=False),
+              help="Folder for discover_report.md, metrics.json and the work files (default: <out>.discover/).")
+@click.option("--standin", is_flag=True,
+              help="Use the deterministic stand-in teacher (NOT a model; for demos and tests).")
+@click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
+def discover_cmd(pairs_path, out_path, n, base_url, model_name, config, overrides, report_dir, standin, force):
+    """Learn a constitution from preference pairs (inverse constitutional AI).
+
+    \b
+    For every pair a teacher proposes principles that explain why the chosen answer
+    won; the candidates are clustered, one per cluster is tested alone as the judge's
+    principle on held-out pairs, and the top --n that predict the preferences above
+    chance (de-duplicated) are written as a constitution the judge stage loads as it
+    is (judge.constitution: <out>), each with its measured accuracy and support.
+    The report compares it with the default constitution on a held-out split.
+    """
+    from cai_core import records
+    from cai_core.constitution import load_constitution
+    from cai_core.stages import discover
+
+    out = Path(out_path)
+    if out.exists() and not force:
+        raise CaiError(f"{out} exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise CaiError(f"{out} is a directory; --out names the constitution YAML file to write")
+    dcfg, teacher, model = load_sections(config, tuple(overrides))
+    dcfg = dcfg.replace(source=str(pairs_path), **({"n": n} if n is not None else {}))
+    work = Path(report_dir) if report_dir else out.with_name(out.name.removesuffix(".yaml").removesuffix(".yml")
+                                                             + ".discover")
+    llm = _teacher(teacher, model, base_url, model_name, standin, journal=str(work / "journal"))
+    try:
+        result = discover.run(dcfg, Path(pairs_path), work, llm)
+    finally:
+        close = getattr(llm, "close", None)
+        if callable(close):
+            close()
+    records.atomic_write(out, result.outputs["constitution"].read_text(encoding="utf-8"))
+    m = result.metrics
+    constitution = load_constitution(str(out))
+    click.echo(f"wrote {out}: {len(constitution.judge)} principle(s) from {int(m['pairs_usable'])} usable pairs "
+               f"({int(m['candidates'])} candidates, {int(m['clusters'])} clusters, "
+               f"{int(m['principles_tested'])} tested)")
+    for p in constitution.judge:
+        click.echo(f"  accuracy {p.accuracy:.3f}  support {p.support:.3f}  {p.id}: {p.principle}")
+    click.echo(f"held-out agreement (whole constitution): discovered {m['eval_discovered_whole_agreement']:.3f}, "
+               f"{dcfg.base} {m['eval_base_whole_agreement']:.3f} on {int(m['eval_pairs'])} pairs")
+    click.echo(f"  report: {result.outputs['report']}")
+    if standin:
+        click.echo("  (teacher: the deterministic stand-in, NOT a model: these principles only exercise the mechanics)")
+
+
+__all__ = ["discover_cmd", "load_sections"]

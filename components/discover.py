@@ -1,0 +1,13 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Metrics, Output
+
+from cai_components.images import CORE_IMAGE
+
+
+@dsl.component(base_image=CORE_IMAGE, install_kfp_package=False)
+def discover(config: str, run_root: str, constitution: Output[Dataset], metrics: Output[Metrics]):
+    """Constitution discovery: principles learned from the preference pairs in discover.source (before judge)."""
+    from cai_core.runtime import execute
+
+    stage = execute("discover", config, {}, constitution.path, run_root, metrics)
+    constitution.metadata["principles"] = stage["metrics"].get("principles", 0)
