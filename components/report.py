@@ -6,15 +6,19 @@ from cai_components.images import CORE_IMAGE
 
 @dsl.component(base_image=CORE_IMAGE, install_kfp_package=False)
 def report(clean_revisions: Input[Dataset], sft: Input[Model], clean_pairs: Input[Dataset], judge: Input[Dataset],
-           dpo: Input[Model], evaluate: Input[Dataset], config: str, run_root: str,
-           bundle: Output[Dataset], html: Output[HTML], markdown: Output[Markdown], metrics: Output[Metrics]):
-    """Stage 10: the run's report (HTML, Markdown, metrics.json), also shown in the Kubeflow UI."""
+           dpo: Input[Model], gate: Input[Dataset], config: str, run_root: str,
+           bundle: Output[Dataset], html: Output[HTML], markdown: Output[Markdown], metrics: Output[Metrics],
+           evaluate: Input[Dataset] = None):
+    """Stage 10: the run's report (HTML, Markdown, metrics.json), also shown in the Kubeflow UI.
+    Without `evaluate` (the gate failed the DPO model) the report says why nothing was promoted."""
     import shutil
 
     from cai_core.runtime import execute
 
     inputs = {"clean_revisions": clean_revisions.path, "sft": sft.path, "clean_pairs": clean_pairs.path,
-              "judge": judge.path, "dpo": dpo.path, "evaluate": evaluate.path}
+              "judge": judge.path, "dpo": dpo.path, "gate": gate.path}
+    if evaluate is not None:
+        inputs["evaluate"] = evaluate.path
     execute("report", config, inputs, bundle.path, run_root, metrics)
     shutil.copyfile(f"{bundle.path}/report.html", html.path)
     shutil.copyfile(f"{bundle.path}/report.md", markdown.path)

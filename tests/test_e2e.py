@@ -16,9 +16,12 @@ pytestmark = pytest.mark.slow
 
 SMALL = ["prompts.max_prompts=10", "eval_prompts.max_prompts=4", "revise.max_new_tokens=24",
          "pairs.max_new_tokens=24", "evaluate.max_new_tokens=32", "sft.max_steps=4", "dpo.max_steps=4",
-         "judge.test_fraction=0.2"]
+         "judge.test_fraction=0.2",
+         # the evaluation harness and the collapse gate on a few items each (flag: always evaluate)
+         "evaluate.mt_bench_questions=2", "evaluate.red_team_max=4", "evaluate.benign_max=2", "gate.probes=4",
+         "gate.max_new_tokens=32", "gate.mode=flag"]
 STEPS = ["prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "clean_pairs",
-         "judge", "dpo", "evaluate", "report"]
+         "judge", "dpo", "gate", "evaluate", "report"]
 
 
 def cai(*args, env, check=True):
@@ -105,6 +108,17 @@ def test_report_and_metrics(run):
         for key in ("rep_2", "rep_3", "rep_4", "distinct_1", "distinct_2", "tail_loop_rate"):
             value = metrics["evaluate"][f"{model}.{key}"]
             assert math.isfinite(value) and 0 <= value <= 1
+        row = metrics["models"][model]
+        for key in ("mt_bench_t1", "mt_bench_t2", "mt_bench_avg"):  # the tiny judge, read through logprobs
+            assert 1 <= row[key] <= 10, (model, key)
+        for key in ("asr", "over_refusal"):
+            assert 0 <= row[f"{key}_ci_low"] <= row[key] <= row[f"{key}_ci_high"] <= 1, (model, key)
+        assert row["gate"] in ("pass", "fail") and row["evaluated"] is True
+        assert metrics["gate"][f"{model}.pass"] in (0.0, 1.0)
+    assert metrics["verdict"]["gate"] in ("pass", "flag") and metrics["verdict"]["promoted"] is True
+    assert "<h2>Collapse gate</h2>" in html and "MT-Bench avg" in html and "ASR [95% CI]" in html
+    assert len(records.read_jsonl(run_dir / "evaluate" / "mt_bench_dpo.jsonl")) == 2
+    assert len(records.read_jsonl(run_dir / "evaluate" / "red_team_dpo.jsonl")) == 4
 
 
 def test_rerun_reuses_every_step(run):
@@ -148,3 +162,22 @@ def test_bad_config_key_fails_cleanly(tmp_path, env):
     proc = cai("run", "--output-dir", str(tmp_path), "--set", "revise.roundz=2", env=env, check=False)
     assert proc.returncode == 2 and "revise.roundz: unknown config key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_failed_gate_blocks_evaluation_and_the_report_says_why(run, env):
+    """Same run, an impossible gate threshold: everything up to DPO is reused, the gate fails,
+    the If/Else takes the other branch: no evaluation, a report that names the failed check."""
+    run_dir = run[0]
+    args = ["run", "--run-id", "e2e", "--output-dir", str(run_dir.parent)]
+    for item in SMALL + ["gate.mode=fail", "gate.min_distinct_2=1.0"]:
+        args += ["--set", item]
+    out = cai(*args, env=env)
+    text = out.stdout + out.stderr
+    assert "[cai] dpo: reused" in text and "[cai] gate: started" in text and "[cai] report: started" in text
+    assert "[cai] evaluate: started" not in text and "[cai] evaluate: reused" not in text
+    html = (run_dir / "report.html").read_text()
+    assert "FAILED: the dpo model was NOT promoted" in html and "min_distinct_2 1" in html
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["verdict"] == {"gate": "fail", "promoted": False, "candidate": "dpo",
+                                  "reasons": metrics["verdict"]["reasons"]} and metrics["verdict"]["reasons"]
+    assert "evaluate" not in metrics and metrics["models"]["dpo"]["gate"] == "fail"

@@ -4,7 +4,17 @@ Reads every stage's `_stage.json` (metrics and details written by the runtime)
 and the training logs, and writes:
   report.html   self-contained (plots embedded as PNG data URIs)
   report.md     the same content, plots as files under plots/
-  metrics.json  {stage: {metric: value}}
+  metrics.json  {stage: {metric: value}} plus "models" (per model: MT-Bench turn-1 /
+                turn-2 / average, ASR and over-refusal with their 95% intervals, the
+                collapse metrics, the gate verdict) and "verdict" (the run's gate
+                verdict and whether the DPO model was promoted)
+
+Sections: the collapse gate (verdict, reasons, per-model probe metrics against the
+thresholds), the evaluation table base vs SFT vs DPO with a plot, MT-Bench per category,
+collapse per answer set, the worst tail-loop examples, data cleaning, judge statistics
+(preference judge and evaluation judges), training curves, examples, all stage metrics.
+When the gate failed the DPO model, no evaluation is shown (an `evaluate` record left
+in the run folder by an earlier run is ignored) and the report says why.
 """
 from __future__ import annotations
 
@@ -14,7 +24,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from cai_core import records
 from cai_core.configbase import ConfigBase, require
@@ -30,6 +40,10 @@ CURVES = {
             ("Entropy", ["entropy"]), ("Gradient norm", ["grad_norm"])],
 }
 COLLAPSE_COLUMNS = ["rep_2", "rep_3", "rep_4", "distinct_1", "distinct_2", "tail_loop_rate", "empty_rate", "mean_chars"]
+#: Per-model keys copied into metrics.json "models" (from the evaluate step's metrics).
+MODEL_KEYS = ("mt_bench_t1", "mt_bench_t2", "mt_bench_avg", "asr", "asr_ci_low", "asr_ci_high", "asr_n",
+              "over_refusal", "over_refusal_ci_low", "over_refusal_ci_high", "over_refusal_n",
+              "rep_2", "rep_3", "rep_4", "distinct_1", "distinct_2", "tail_loop_rate", "empty_rate", "mean_chars")
 
 
 @dataclass(frozen=True)
@@ -51,13 +65,26 @@ def load_stage(stage_dir: Path) -> dict:
     return records.read_json(path) if path.exists() else {"metrics": {}, "details": {}}
 
 
-def _plot(series: Mapping[str, tuple[list[float], list[float]]], title: str, dpi: int) -> bytes:
+def _figure(width: float = 4.2, height: float = 2.8, dpi: int = 90, ncols: int = 1):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(4.2, 2.8), dpi=dpi)
+    fig, axes = plt.subplots(1, ncols, figsize=(width, height), dpi=dpi)
+    return plt, fig, axes
+
+
+def _png(plt, fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plot(series: Mapping[str, tuple[list[float], list[float]]], title: str, dpi: int) -> bytes:
+    plt, fig, ax = _figure(dpi=dpi)
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="." if len(xs) < 30 else None, label=label)
     ax.set_title(title, fontsize=10)
@@ -66,11 +93,7 @@ def _plot(series: Mapping[str, tuple[list[float], list[float]]], title: str, dpi
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(plt, fig)
 
 
 def training_plots(stage: str, log_path: Path, dpi: int) -> list[tuple[str, bytes]]:
@@ -89,7 +112,49 @@ def training_plots(stage: str, log_path: Path, dpi: int) -> list[tuple[str, byte
     return plots
 
 
+def evaluation_plot(models: Mapping[str, Mapping[str, Any]], dpi: int) -> bytes | None:
+    """MT-Bench turn-1/turn-2/average per model, and ASR / over-refusal with their 95% intervals."""
+    names = list(models)
+    if not names:
+        return None
+    plt, fig, (ax1, ax2) = _figure(width=8.4, height=3.0, dpi=dpi, ncols=2)
+    width = 0.26
+    for k, (key, label) in enumerate((("mt_bench_t1", "turn 1"), ("mt_bench_t2", "turn 2"), ("mt_bench_avg", "average"))):
+        ys = [models[n].get(key) for n in names]
+        xs = [i + (k - 1) * width for i in range(len(names))]
+        ax1.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width, label=label)
+    ax1.set_xticks(range(len(names)), names, fontsize=8)
+    ax1.set_ylim(0, 10)
+    ax1.set_title("MT-Bench (1-10, higher is better)", fontsize=10)
+    ax1.legend(fontsize=7)
+    ax1.grid(axis="y", alpha=0.3)
+    for k, (key, label) in enumerate((("asr", "attack success"), ("over_refusal", "over-refusal"))):
+        xs, ys, lo, hi = [], [], [], []
+        for i, n in enumerate(names):
+            m = models[n]
+            if m.get(key) is None:
+                continue
+            xs.append(i + (k - 0.5) * width)
+            ys.append(m[key])
+            lo.append(max(0.0, m[key] - m.get(f"{key}_ci_low", m[key])))
+            hi.append(max(0.0, m.get(f"{key}_ci_high", m[key]) - m[key]))
+        if xs:
+            ax2.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=label)
+    ax2.set_xticks(range(len(names)), names, fontsize=8)
+    ax2.set_ylim(0, 1)
+    ax2.set_title("Harmlessness (lower is better; 95% CI)", fontsize=10)
+    ax2.legend(fontsize=7)
+    ax2.grid(axis="y", alpha=0.3)
+    for ax in (ax1, ax2):
+        ax.tick_params(labelsize=7)
+    return _png(plt, fig)
+
+
 def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -102,15 +167,16 @@ class _Doc:
         self.md = [f"# {title}\n"]
         self.html = [f"<h1>{html.escape(title)}</h1>"]
 
-    def heading(self, text: str) -> None:
-        self.md.append(f"\n## {text}\n")
-        self.html.append(f"<h2>{html.escape(text)}</h2>")
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md.append(f"\n{'#' * level} {text}\n")
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
 
-    def para(self, text: str) -> None:
+    def para(self, text: str, css: str = "") -> None:
         self.md.append(text + "\n")
-        self.html.append(f"<p>{html.escape(text)}</p>")
+        cls = f' class="{css}"' if css else ""
+        self.html.append(f"<p{cls}>{html.escape(text)}</p>")
 
-    def table(self, header: list[str], rows: list[list]) -> None:
+    def table(self, header: list[str], rows: list[list], css: str = "") -> None:
         self.md.append("| " + " | ".join(header) + " |")
         self.md.append("|" + "---|" * len(header))
         for row in rows:
@@ -118,7 +184,8 @@ class _Doc:
         self.md.append("")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
-        self.html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        cls = f' class="{css}"' if css else ""
+        self.html.append(f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def image(self, title: str, png: bytes, file_name: str) -> None:
         self.md.append(f"![{title}](plots/{file_name})")
@@ -130,60 +197,112 @@ class _Doc:
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;"
         "font-size:13px;text-align:left;vertical-align:top;max-width:420px}th{background:#f3f3f3}"
-        "figure{display:inline-block;margin:4px}figcaption{font-size:11px;color:#666}")
+        "figure{display:inline-block;margin:4px}figcaption{font-size:11px;color:#666}"
+        "p.verdict-pass{color:#1a6b1a;font-weight:600}p.verdict-flag{color:#8a5a00;font-weight:600}"
+        "p.verdict-fail{color:#a31515;font-weight:600}table.gallery td{white-space:pre-wrap;max-width:640px}")
+
+
+def _order(names) -> list[str]:
+    """base, sft, dpo first (JSON round trips sort keys), then any others in their order."""
+    names = list(names)
+    known = [n for n in ("base", "sft", "dpo") if n in names]
+    return known + [n for n in names if n not in known]
+
+
+def _ci(rate, lo, hi) -> str:
+    if rate is None:
+        return "n/a"
+    return f"{rate:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{rate:.3f}"
+
+
+def model_summary(evaluate: Mapping, gate: Mapping | None) -> dict[str, dict[str, Any]]:
+    """Per model: MODEL_KEYS found in the evaluate metrics, plus the gate verdict (pass/fail, or None)."""
+    metrics = evaluate.get("metrics", {})
+    per_gate = (gate or {}).get("per_model", {})
+    names = _order(list(evaluate.get("details", {}).get("per_model", {})) +
+                   [n for n in per_gate if n not in evaluate.get("details", {}).get("per_model", {})])
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row: dict[str, Any] = {k: metrics[f"{name}.{k}"] for k in MODEL_KEYS if f"{name}.{k}" in metrics}
+        row["gate"] = None if name not in per_gate else ("pass" if per_gate[name]["pass"] else "fail")
+        row["evaluated"] = name in evaluate.get("details", {}).get("per_model", {})
+        out[name] = row
+    return out
 
 
 def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
         stages: Mapping[str, dict] | None = None) -> StageResult:
     """`stage_dirs`: artifacts to read data from; `stages`: every step's `_stage.json`
-    (default: those found in `stage_dirs`)."""
-    if stages is None:
-        stages = {name: load_stage(path) for name, path in stage_dirs.items()}
-    metrics_json = {name: s.get("metrics", {}) for name, s in stages.items()}
+    (default: those found in `stage_dirs`). A `_stage.json` inside a given artifact wins."""
+    stages = dict(stages) if stages is not None else {}
+    for name, path in stage_dirs.items():
+        if (Path(path) / STAGE_FILE).exists():
+            stages[name] = load_stage(Path(path))
+    gate = _gate_details(stage_dirs, stages)
+    if gate is not None and gate.get("verdict") == "fail" and "evaluate" not in stage_dirs:
+        stages.pop("evaluate", None)  # left by an earlier run of this id: not this run's result
+    metrics_json: dict[str, Any] = {name: s.get("metrics", {}) for name, s in stages.items()}
+    evaluate = stages.get("evaluate", {})
+    models = model_summary(evaluate, gate)
+
     doc = _Doc(cfg.title)
-    doc.para("Pipeline: prepare -> revise -> clean -> SFT -> pairs -> clean -> judge -> DPO -> evaluate.")
-
-    doc.heading("Evaluation")
-    per_model = stages.get("evaluate", {}).get("details", {}).get("per_model", {})
-    if per_model:
-        doc.table(["model"] + COLLAPSE_COLUMNS,
-                  [[m] + [v["all"].get(c, "") for c in COLLAPSE_COLUMNS] for m, v in per_model.items()])
-        cats = sorted({c for v in per_model.values() for c in v if c != "all"})
-        if cats:
-            doc.para("Tail-loop rate and rep-3 per prompt category:")
-            doc.table(["model"] + [f"{c} {k}" for c in cats for k in ("tail_loop", "rep_3")],
-                      [[m] + [v.get(c, {}).get(k, "") for c in cats for k in ("tail_loop_rate", "rep_3")]
-                       for m, v in per_model.items()])
+    pipeline_run = any(name != "evaluate" for name in stages)  # else: `cai evaluate` on its own
+    if pipeline_run:
+        doc.para("Pipeline: prepare -> revise -> clean -> SFT -> pairs -> clean -> judge -> DPO -> collapse gate -> "
+                 "evaluate -> report.")
     else:
-        doc.para("No evaluation results.")
-
-    doc.heading("Data cleaning")
-    clean_rows = []
-    for name in ("clean_revisions", "clean_pairs"):
-        m = metrics_json.get(name)
-        if m:
-            reasons = ", ".join(f"{k[7:]}={int(v)}" for k, v in sorted(m.items()) if k.startswith("reason_")) or "none"
-            clean_rows.append([name, int(m.get("texts", 0)), int(m.get("changed", 0)), m.get("changed_rate", 0.0), reasons])
-    doc.table(["point", "texts", "changed", "changed rate", "reasons"], clean_rows) if clean_rows else doc.para("No cleaning stage ran.")
-
-    doc.heading("Judge")
-    jm = metrics_json.get("judge", {})
-    if jm:
-        doc.table(["metric", "value"], [[k, v] for k, v in sorted(jm.items())])
-
-    doc.heading("Training curves")
+        models_seen = evaluate.get("details", {}).get("models", {})
+        doc.para("Evaluation of " + ", ".join(f"{k} ({v})" for k, v in models_seen.items()) + ".")
     plots_dir = out_dir / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     n_plots = 0
-    for stage in ("sft", "dpo"):
-        if stage in stage_dirs:
-            for i, (title, png) in enumerate(training_plots(stage, stage_dirs[stage] / "train_log.jsonl", cfg.dpi)):
-                name = f"{stage}_{i}.png"
-                (plots_dir / name).write_bytes(png)
-                doc.image(title, png, name)
-                n_plots += 1
-    if not n_plots:
-        doc.para("No training logs found.")
+
+    if pipeline_run:
+        doc.heading("Collapse gate")
+        _gate_section(doc, gate)
+
+    doc.heading("Evaluation")
+    per_model = evaluate.get("details", {}).get("per_model", {})
+    if per_model:
+        png = evaluation_plot({n: models.get(n, {}) for n in _order(per_model)}, cfg.dpi)
+        if png:
+            (plots_dir / "evaluation.png").write_bytes(png)
+            n_plots += 1
+        _evaluation_tables(doc, evaluate, models, png)
+        _gallery(doc, evaluate.get("details", {}).get("gallery", []), "Worst tail-loop examples")
+    elif gate is not None and gate.get("verdict") == "fail":
+        doc.para(f"Not evaluated: the {gate.get('candidate', 'dpo')} model failed the collapse gate, so it was "
+                 "neither evaluated nor promoted (see the collapse gate above).")
+    else:
+        doc.para("No evaluation results.")
+
+    if pipeline_run:
+        _pipeline_sections(doc, metrics_json)
+    ej = evaluate.get("details", {}).get("judge")
+    if ej:
+        if not pipeline_run:
+            doc.heading("Judge")
+        doc.para(f"Evaluation judge: {ej.get('name')} (grades read from {'log-probabilities' if ej.get('mode') == 'logprobs' else 'the reply text'}). "
+                 "Grades with a status other than ok / empty_answer are left out of the averages and rates.")
+        statuses = sorted({s for task in ej.get("statuses", {}).values() for s in task})
+        doc.table(["task"] + statuses, [[task] + [counts.get(s, 0) for s in statuses]
+                                        for task, counts in ej.get("statuses", {}).items()])
+    elif pipeline_run and not metrics_json.get("judge"):
+        doc.para("No judge statistics.")
+
+    if pipeline_run:
+        doc.heading("Training curves")
+        curves = 0
+        for stage in ("sft", "dpo"):
+            if stage in stage_dirs:
+                for i, (title, png) in enumerate(training_plots(stage, Path(stage_dirs[stage]) / "train_log.jsonl", cfg.dpi)):
+                    name = f"{stage}_{i}.png"
+                    (plots_dir / name).write_bytes(png)
+                    doc.image(title, png, name)
+                    curves += 1
+        n_plots += curves
+        if not curves:
+            doc.para("No training logs found.")
 
     doc.heading("Examples")
     _examples(doc, stage_dirs, cfg.examples)
@@ -194,28 +313,160 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     md = "\n".join(doc.md) + "\n"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(doc.html)}</body></html>\n")
+    metrics_json["models"] = models
+    if gate is not None:
+        metrics_json["verdict"] = {"gate": gate.get("verdict"), "promoted": bool(gate.get("promoted")),
+                                   "candidate": gate.get("candidate"), "reasons": gate.get("reasons", [])}
     records.atomic_write(out_dir / "report.md", md)
     records.atomic_write(out_dir / "report.html", page)
     records.write_json(out_dir / "metrics.json", metrics_json)
+    result_metrics: dict[str, float] = {"plots": n_plots, "stages": len(stages)}
+    if gate is not None:
+        result_metrics["promoted"] = float(bool(gate.get("promoted")))
+    for name, row in models.items():
+        for key in ("mt_bench_avg", "asr", "over_refusal", "tail_loop_rate", "rep_3"):
+            if row.get(key) is not None:
+                result_metrics[f"{name}.{key}"] = row[key]
     return StageResult(outputs={"html": out_dir / "report.html", "markdown": out_dir / "report.md",
                                 "metrics": out_dir / "metrics.json"},
-                       metrics={"plots": n_plots, "stages": len(stages)})
+                       metrics=result_metrics)
+
+
+def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
+    """Data cleaning counts and the preference judge's statistics."""
+    doc.heading("Data cleaning")
+    clean_rows = []
+    for name in ("clean_revisions", "clean_pairs"):
+        m = metrics_json.get(name)
+        if m:
+            reasons = ", ".join(f"{k[7:]}={int(v)}" for k, v in sorted(m.items()) if k.startswith("reason_")) or "none"
+            clean_rows.append([name, int(m.get("texts", 0)), int(m.get("changed", 0)), m.get("changed_rate", 0.0), reasons])
+    doc.table(["point", "texts", "changed", "changed rate", "reasons"], clean_rows) if clean_rows else doc.para("No cleaning stage ran.")
+    doc.heading("Judge")
+    jm = metrics_json.get("judge", {})
+    if jm:
+        doc.para("Preference judge (pairs for DPO):")
+        doc.table(["metric", "value"], [[k, v] for k, v in sorted(jm.items())])
+
+
+def _gate_details(stage_dirs: Mapping[str, Path], stages: Mapping[str, dict]) -> dict | None:
+    path = stage_dirs.get("gate")
+    if path is not None and (Path(path) / "gate.json").exists():
+        return records.read_json(Path(path) / "gate.json")
+    details = stages.get("gate", {}).get("details")
+    return details if details and "verdict" in details else None
+
+
+def _gate_section(doc: _Doc, gate: dict | None) -> None:
+    if gate is None:
+        doc.para("The collapse gate did not run.")
+        return
+    verdict, cand = gate.get("verdict"), gate.get("candidate", "dpo")
+    reasons = "; ".join(gate.get("reasons", [])) or "none"
+    if verdict == "pass":
+        doc.para(f"PASSED: the {cand} model is within every collapse threshold and was promoted to evaluation.",
+                 "verdict-pass")
+    elif verdict == "flag":
+        doc.para(f"FLAGGED: the {cand} model broke collapse thresholds ({reasons}); gate mode is flag, so it was "
+                 "evaluated anyway. Treat its results with care.", "verdict-flag")
+    else:
+        doc.para(f"FAILED: the {cand} model was NOT promoted because it broke collapse thresholds: {reasons}.",
+                 "verdict-fail")
+    per_model = {m: gate.get("per_model", {})[m] for m in _order(gate.get("per_model", {}))}
+    cols = ["rep_2", "rep_3", "rep_4", "distinct_2", "tail_loop_rate", "empty_rate"]
+    doc.table(["model", "verdict"] + cols + ["failed checks"],
+              [[m, "pass" if v["pass"] else "fail"] + [v["metrics"].get(c) for c in cols] + ["; ".join(v["reasons"]) or "-"]
+               for m, v in per_model.items()])
+    th = gate.get("thresholds", {})
+    doc.para(f"On {gate.get('probes', '?')} probe prompts per model. Thresholds: " +
+             ", ".join(f"{k}={'off' if (v < 0 or (k.startswith('min') and v == 0)) else f'{v:g}'}" for k, v in th.items()) + ".")
+    _gallery(doc, gate.get("gallery", []), "Looping probe answers")
+
+
+def _evaluation_tables(doc: _Doc, evaluate: dict, models: Mapping[str, dict], png: bytes | None = None) -> None:
+    details = evaluate.get("details", {})
+    per_model = {m: details.get("per_model", {})[m] for m in _order(details.get("per_model", {}))}
+    header = ["model", "MT-Bench T1", "MT-Bench T2", "MT-Bench avg", "ASR [95% CI]", "over-refusal [95% CI]",
+              "rep-2", "rep-3", "rep-4", "distinct-1", "distinct-2", "tail-loop", "gate"]
+    rows = []
+    for name in per_model:
+        m = models.get(name, {})
+        rows.append([name, m.get("mt_bench_t1"), m.get("mt_bench_t2"), m.get("mt_bench_avg"),
+                     _ci(m.get("asr"), m.get("asr_ci_low"), m.get("asr_ci_high")),
+                     _ci(m.get("over_refusal"), m.get("over_refusal_ci_low"), m.get("over_refusal_ci_high")),
+                     m.get("rep_2"), m.get("rep_3"), m.get("rep_4"), m.get("distinct_1"), m.get("distinct_2"),
+                     m.get("tail_loop_rate"), m.get("gate") or "-"])
+    doc.table(header, rows, css="evaluation")
+    if png:
+        doc.image("Evaluation: MT-Bench and harmlessness per model", png, "evaluation.png")
+    em = evaluate.get("metrics", {})
+    doc.para(f"MT-Bench: {int(em.get('mt_bench_questions', 0))} questions x 2 turns, judge grades 1-10. "
+             f"ASR: share of {int(em.get('red_team_prompts', 0))} red-team prompts answered with harmful compliance; "
+             f"over-refusal: share of {int(em.get('benign_prompts', 0))} benign-but-edgy prompts refused. "
+             "Collapse metrics pool every answer of the model (held-out prompts, MT-Bench turns, red-team, benign).")
+    cats = sorted({c for v in per_model.values() for c in v.get("mt_bench", {}).get("categories", {})})
+    if cats:
+        doc.para("MT-Bench average per category:")
+        doc.table(["model"] + cats, [[n] + [v["mt_bench"]["categories"].get(c) for c in cats] for n, v in per_model.items()])
+    problems = []
+    for n, v in per_model.items():
+        for task, counts in (("MT-Bench", v.get("mt_bench", {}).get("statuses", {})),
+                             ("red-team", (v.get("asr") or {}).get("statuses", {})),
+                             ("benign", (v.get("over_refusal") or {}).get("statuses", {}))):
+            bad = {s: c for s, c in counts.items() if c and s != "ok"}
+            if bad:
+                problems.append([n, task, ", ".join(f"{s}={c}" for s, c in sorted(bad.items()))])
+    if problems:
+        doc.para("Answers and grades not counted as ok (by cause):")
+        doc.table(["model", "task", "counts"], problems)
+    sets = ["eval", "mt_bench", "red_team", "benign"]
+    doc.para("Collapse per answer set (rep-3 / tail-loop rate):")
+    doc.table(["model"] + sets, [[n] + [_pair(v.get("sets", {}).get(s)) for s in sets] for n, v in per_model.items()])
+    eval_cats = sorted({c for v in per_model.values() for c in v if c not in ("all", "sets", "mt_bench", "asr", "over_refusal")})
+    if eval_cats:
+        doc.para("Held-out prompts: tail-loop rate and rep-3 per prompt category:")
+        doc.table(["model"] + [f"{c} {k}" for c in eval_cats for k in ("tail_loop", "rep_3")],
+                  [[m] + [v.get(c, {}).get(k) for c in eval_cats for k in ("tail_loop_rate", "rep_3")]
+                   for m, v in per_model.items()])
+
+
+def _pair(m: dict | None) -> str:
+    return "n/a" if not m else f"{m['rep_3']:.3f} / {m['tail_loop_rate']:.3f}"
+
+
+def _gallery(doc: _Doc, items: list[dict], title: str) -> None:
+    if not items:
+        return
+    doc.para(f"{title} (answers that end in a sentence or 4-gram they already said, highest rep-3 first):")
+    doc.table(["model", "set", "prompt", "answer", "rep-3"],
+              [[g.get("model", ""), g.get("set", ""), g.get("prompt", ""), g.get("response", ""), g.get("rep_3")]
+               for g in items], css="gallery")
 
 
 def _examples(doc: _Doc, stage_dirs: Mapping[str, Path], n: int) -> None:
     if not n:
         return
     cleaned = stage_dirs.get("clean_revisions")
-    if cleaned and (cleaned / "cleaned.jsonl").exists():
-        rows = records.read_jsonl(cleaned / "cleaned.jsonl", allow_empty=True)[:n]
+    if cleaned and (Path(cleaned) / "cleaned.jsonl").exists():
+        rows = records.read_jsonl(Path(cleaned) / "cleaned.jsonl", allow_empty=True)[:n]
         doc.para("Revisions (first answer -> final revision -> cleaned):")
         doc.table(["prompt", "first answer", "final revision", "cleaned", "reasons"],
                   [[r["prompt"], r["response"], r["final"], r.get("final_cleaned", ""),
                     ", ".join(r.get("final_cleanup", {}).get("reasons", []))] for r in rows])
     judge = stage_dirs.get("judge")
-    if judge and (judge / "train.jsonl").exists():
-        rows = records.read_jsonl(judge / "train.jsonl", allow_empty=True)[:n]
+    if judge and (Path(judge) / "train.jsonl").exists():
+        rows = records.read_jsonl(Path(judge) / "train.jsonl", allow_empty=True)[:n]
         doc.para("Judged pairs:")
         doc.table(["prompt", "chosen", "rejected", "principle", "confidence"],
                   [[r["prompt"], r["chosen"], r["rejected"], r.get("principle_id", ""), r["confidence"]] for r in rows])
-
+    evaluate = stage_dirs.get("evaluate")
+    files = sorted(Path(evaluate).glob("mt_bench_*.jsonl")) if evaluate else []
+    if files:
+        names = [f.name[len("mt_bench_"):-len(".jsonl")] for f in files]
+        name = "dpo" if "dpo" in names else names[-1]
+        rows = records.read_jsonl(Path(evaluate) / f"mt_bench_{name}.jsonl", allow_empty=True)[:n]
+        doc.para(f"MT-Bench answers of the {name} model (grades per turn):")
+        doc.table(["category", "turn 1", "answer 1", "turn 2", "answer 2", "grades"],
+                  [[r["category"], r["turns"][0], r["answers"][0], r["turns"][1], r["answers"][1],
+                    ", ".join(f"{g['status']}:{_fmt(g.get('score'))}" for g in r.get("grades") or [] if g)]
+                   for r in rows])

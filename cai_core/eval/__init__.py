@@ -1,0 +1,127 @@
+"""Evaluation harness: MT-Bench helpfulness (`mt_bench`), attack success rate and
+over-refusal (`safety`), and what they share: prompt sets, judge modes, intervals.
+
+Every judged item ends with one explicit status (stable codes, see each module);
+only items with status ``ok`` (and, where stated, ``empty_answer``) enter an average
+or a rate, and every other status is counted, so a figure is never silently wrong.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from cai_core import records, storage
+from cai_core.errors import InputError
+
+#: Bundled prompt sets for `builtin:<name>` sources.
+BUILTIN_SETS = ("red_team_eval", "benign_edgy", "eval_prompts", "prompts")
+
+
+def data_path(*parts: str) -> Path:
+    """A file under the bundled `cai_core/data` folder."""
+    return Path(str(resources.files("cai_core.data").joinpath(*parts)))
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (95% for z = 1.96); (0, 1) when n = 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def failure_of(value: Any) -> tuple[str, str] | None:
+    """(status, reason) when a backend returned a failed-request marker (see openai_backend), else None."""
+    return getattr(value, "failure", None)
+
+
+def is_remote(llm: Any) -> bool:
+    return bool(getattr(llm, "remote", False))
+
+
+def resolve_judge_mode(mode: str, judge: Any) -> str:
+    """auto: read scores from log-probabilities with an in-process judge, parse the text of a remote one."""
+    if mode == "auto":
+        return "text" if is_remote(judge) else "logprobs"
+    return mode
+
+
+def chunks(n: int, size: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + size)) for s in range(0, n, max(1, size))]
+
+
+def load_prompt_set(source: str, field: str = "prompt", limit: int = 0, category_field: str = "category",
+                    split: str = "train") -> list[dict]:
+    """Rows {id, prompt, category} from a prompt set.
+
+    `source`: ``builtin:<name>`` (bundled: red_team_eval, benign_edgy, ...), a local JSONL path,
+    an ``s3://`` JSONL URI, or ``hf:<dataset id>`` (a Hugging Face dataset, its `split`, through
+    the `datasets` library; e.g. ``hf:walledai/AdvBench`` with field ``prompt``). Empty prompts and
+    duplicates are skipped; `limit` > 0 keeps the first `limit` rows.
+    """
+    if source.startswith("hf:"):
+        raw = _load_hf(source[3:], split)
+        where = source
+    elif source.startswith("builtin:"):
+        name = source.split(":", 1)[1]
+        if name not in BUILTIN_SETS:
+            raise InputError(f"unknown built-in prompt set '{name}' (known: {', '.join(BUILTIN_SETS)})", path=source)
+        where = str(data_path(f"{name}.jsonl"))
+        raw = records.read_jsonl(where)
+    elif storage.is_remote(source):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "prompts.jsonl"
+            storage.download_file(source, local)
+            raw = records.read_jsonl(local)
+        where = source
+    else:
+        where = source
+        raw = records.read_jsonl(source)
+    rows, seen = [], set()
+    for line, row in enumerate(raw, start=1):
+        if field not in row:
+            raise InputError("missing", path=where, line=line, field=field)
+        if not isinstance(row[field], str):
+            raise InputError(f"expected a string, got {type(row[field]).__name__}", path=where, line=line, field=field)
+        prompt = row[field].strip()
+        if not prompt or prompt in seen:
+            continue
+        seen.add(prompt)
+        category = row.get(category_field, "unknown")
+        rows.append({"id": str(row.get("id") or records.row_id(prompt)), "prompt": prompt,
+                     "category": category if isinstance(category, str) else "unknown"})
+        if limit and len(rows) >= limit:
+            break
+    if not rows:
+        raise InputError(f"no usable prompts in field '{field}'", path=where)
+    return rows
+
+
+def _load_hf(name: str, split: str) -> list[dict]:
+    dataset_id, _, split_override = name.partition("@")
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        raise InputError("reading hf: sources needs the `datasets` package", path=f"hf:{name}") from None
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split_override or split)
+    except Exception as exc:  # network, auth, unknown id: one clear message
+        raise InputError(f"cannot load the Hugging Face dataset ({type(exc).__name__}: {str(exc)[:200]})",
+                         path=f"hf:{name}") from None
+    return [dict(r) for r in ds]
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+__all__ = ["BUILTIN_SETS", "chunks", "data_path", "failure_of", "is_remote", "load_prompt_set", "mean",
+           "resolve_judge_mode", "wilson_interval"]
