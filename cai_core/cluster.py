@@ -19,7 +19,7 @@ from cai_core.configbase import ConfigBase, require
 
 #: Every step of the DAG, in order (the names `platform(task, step)` receives).
 STEPS = ("prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "clean_pairs",
-         "judge", "dpo", "gate", "evaluate", "report")
+         "discover", "judge", "dpo", "gate", "evaluate", "report", "compare")
 #: Steps whose pod generates text with a policy model (vLLM on GPUs); the collapse gate's
 #: trained model answers its probe set.
 GENERATION_STEPS = ("revise", "pairs", "gate", "evaluate")

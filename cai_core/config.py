@@ -20,8 +20,11 @@ from cai_core.cluster import ClusterConfig
 from cai_core.configbase import ConfigBase, require
 from cai_core.errors import ConfigError, InputError
 from cai_core.stages.clean import CleanConfig
+from cai_core.stages.compare import CompareConfig
+from cai_core.stages.discover import DiscoverConfig
 from cai_core.stages.dpo import DPOStageConfig
 from cai_core.stages.evaluate import EvaluateConfig
+from cai_core.stages.gate import GateConfig
 from cai_core.stages.judge import JudgeConfig
 from cai_core.stages.pairs import PairsConfig
 from cai_core.stages.prepare import PrepareConfig
@@ -35,8 +38,8 @@ from cai_core.storage import StorageConfig
 class ModelConfig(ConfigBase):
     #: The policy model: "tiny" (built offline on first use), a local directory, or a hub id (cluster).
     name_or_path: str = "tiny"
-    #: Generation backend of the policy model: transformers (in process).
-    backend: Literal["transformers"] = "transformers"
+    #: Generation backend of the policy model: transformers (in process) or vllm (local `vllm serve` servers, cluster).
+    backend: Literal["transformers", "vllm"] = "transformers"
     #: Torch device for in-process generation.
     device: str = "cpu"
     #: Sequences per forward pass for in-process generation.
@@ -85,10 +88,16 @@ class RunConfig(ConfigBase):
     clean: CleanConfig = CleanConfig()
     sft: SFTStageConfig = SFTStageConfig()
     pairs: PairsConfig = PairsConfig()
+    #: Constitution discovery from existing preference pairs; runs before judge when judge.constitution is "discover".
+    discover: DiscoverConfig = DiscoverConfig()
     judge: JudgeConfig = JudgeConfig()
     dpo: DPOStageConfig = DPOStageConfig()
+    #: Collapse gate between DPO and evaluation: repetition thresholds the DPO model must meet to be promoted.
+    gate: GateConfig = GateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     report: ReportConfig = ReportConfig()
+    #: The cleaning ablation (`cai run --ablation`): variants, seeds and the compared metrics.
+    ablation: CompareConfig = CompareConfig()
     #: Cluster settings (images, GPUs, placement, secrets); ignored by `cai run`.
     cluster: ClusterConfig = ClusterConfig()
 

@@ -47,12 +47,23 @@ def _prepare(c, i, o, p):
     return prepare.run(c["section"], o)
 
 
+def _policy(c, path: str):
+    """The policy model for generation: transformers in process, or vLLM servers (model.backend)."""
+    from cai_core.llm.vllm_server import load_policy_model
+    return load_policy_model(path, c["model"])
+
+
+def _closing(llm, work):
+    try:
+        return work(llm)
+    finally:
+        getattr(llm, "close", lambda: None)()
+
+
 def _revise(c, i, o, p):
-    from cai_core.llm import load_policy
     from cai_core.stages import revise
-    m = c["model"]
-    return revise.run(c["section"], i["prompts"] / "prompts.jsonl", o,
-                      llm=load_policy(m.name_or_path, m.device, m.batch_size))
+    return _closing(_policy(c, c["model"].name_or_path),
+                    lambda llm: revise.run(c["section"], i["prompts"] / "prompts.jsonl", o, llm=llm))
 
 
 def _clean(fields: tuple[str, ...], sft_field: str | None):
@@ -82,17 +93,29 @@ def _sft(c, i, o, p):
 
 
 def _pairs(c, i, o, p):
-    from cai_core.llm import load_policy
     from cai_core.stages import pairs
-    m = c["model"]
-    return pairs.run(c["section"], i["prompts"] / "prompts.jsonl", o,
-                     llm=load_policy(str(i["model"] / "model"), m.device, m.batch_size))
+    return _closing(_policy(c, str(i["model"] / "model")),
+                    lambda llm: pairs.run(c["section"], i["prompts"] / "prompts.jsonl", o, llm=llm))
+
+
+def _discover(c, i, o, p):
+    from cai_core.llm import load_teacher
+    from cai_core.stages import discover
+    cfg = c["section"]
+    return discover.run(cfg, discover.resolve_source(cfg, o), o, llm=load_teacher(c["teacher"], c["model"]))
 
 
 def _judge(c, i, o, p):
+    from cai_core.errors import ConfigError
     from cai_core.llm import load_teacher
     from cai_core.stages import judge
-    return judge.run(c["section"], i["pairs"] / "cleaned.jsonl", o, llm=load_teacher(c["teacher"], c["model"]))
+    cfg = c["section"]
+    if "constitution" in i:  # the discover step's output (judge.constitution: discover)
+        cfg = cfg.replace(constitution=str(i["constitution"] / "constitution.yaml"))
+    elif cfg.constitution == "discover":
+        raise ConfigError("judge.constitution: 'discover' needs the discover step's output; run the pipeline, "
+                          "or run `cai discover` and set judge.constitution to the YAML it wrote")
+    return judge.run(cfg, i["pairs"] / "cleaned.jsonl", o, llm=load_teacher(c["teacher"], c["model"]))
 
 
 def _dpo(c, i, o, p):
@@ -100,13 +123,14 @@ def _dpo(c, i, o, p):
     return dpo.run(c["section"], i["preferences"] / "train.jsonl", str(i["model"] / "model"), o)
 
 
+def _gate(c, i, o, p):
+    from cai_core.stages import gate
+    return gate.call(c, i, o, p)
+
+
 def _evaluate(c, i, o, p):
-    from cai_core.llm import load_policy
     from cai_core.stages import evaluate
-    m = c["model"]
-    models = {"base": p["base_model"], "sft": str(i["sft"] / "model"), "dpo": str(i["dpo"] / "model")}
-    return evaluate.run(c["section"], i["prompts"] / "prompts.jsonl", models, o,
-                        load_model=lambda path: load_policy(path, m.device, m.batch_size))
+    return evaluate.call(c, i, o, p)
 
 
 def _report(c, i, o, p):
@@ -123,6 +147,14 @@ def _report(c, i, o, p):
     return result
 
 
+def _compare(c, i, o, p):
+    from cai_core.stages import compare
+    result = compare.run(c["section"], json.loads(p["roster"]), o)
+    for name in ("ablation.html", "ablation.md", "ablation.json"):  # beside the member folders
+        storage.write_bytes(storage.join(p["_run_root"], name), (o / name).read_bytes())
+    return result
+
+
 STEPS: dict[str, Step] = {
     "prepare_prompts": Step(("prompts",), _prepare),
     "prepare_eval": Step(("eval_prompts",), _prepare),
@@ -131,10 +163,13 @@ STEPS: dict[str, Step] = {
     "sft": Step(("sft", "model"), _sft),
     "pairs": Step(("pairs", "model"), _pairs),
     "clean_pairs": Step(("clean",), _clean(("response_a", "response_b"), sft_field=None)),
+    "discover": Step(("discover", "teacher", "model"), _discover),
     "judge": Step(("judge", "teacher", "model"), _judge),
     "dpo": Step(("dpo",), _dpo),
-    "evaluate": Step(("evaluate", "model"), _evaluate),
+    "gate": Step(("gate", "model"), _gate),
+    "evaluate": Step(("evaluate", "model", "teacher"), _evaluate),
     "report": Step(("report",), _report),
+    "compare": Step(("ablation",), _compare),
 }
 
 
@@ -165,11 +200,13 @@ def input_fingerprint(path: Path) -> str:
 
 
 def _source_fingerprint(step: str, cfgs: dict) -> str:
-    """Content of a prepare step's local source file, so an edited prompts file is not reused."""
-    if not step.startswith("prepare"):
+    """Content of a prepare/discover step's local source file, so an edited input file is not reused."""
+    if not step.startswith("prepare") and step != "discover":
         return ""
     from cai_core.stages.prepare import resolve_source
     source = cfgs["section"].source
+    if not source:
+        return ""
     if storage.is_remote(source):
         return source
     path = resolve_source(source, Path("."))

@@ -1,3 +1,5 @@
+from typing import Optional
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -5,9 +7,13 @@ from cai_components.images import CORE_IMAGE
 
 
 @dsl.component(base_image=CORE_IMAGE, install_kfp_package=False)
-def judge(pairs: Input[Dataset], config: str, run_root: str, preferences: Output[Dataset], metrics: Output[Metrics]):
+def judge(pairs: Input[Dataset], config: str, run_root: str, preferences: Output[Dataset], metrics: Output[Metrics],
+          constitution: Optional[Input[Dataset]] = None):
     """Stage 6: AI feedback, asked in both orders; undecided pairs dropped and counted."""
     from cai_core.runtime import execute
 
-    stage = execute("judge", config, {"pairs": pairs.path}, preferences.path, run_root, metrics)
+    inputs = {"pairs": pairs.path}
+    if constitution is not None:  # judge.constitution: discover -> the discover step's output
+        inputs["constitution"] = constitution.path
+    stage = execute("judge", config, inputs, preferences.path, run_root, metrics)
     preferences.metadata["rows"] = stage["metrics"].get("train", 0)

@@ -1,4 +1,9 @@
-"""The CAI DAG: prepare -> revise -> clean -> sft -> pairs -> clean -> judge -> dpo -> evaluate -> report.
+"""The CAI DAG: prepare -> revise -> clean -> sft -> pairs -> clean -> judge -> dpo -> gate -> evaluate -> report.
+
+The collapse gate decides with `dsl.If`/`dsl.Else`: when the DPO model passes (or is only
+flagged, `gate.mode: flag`) it is evaluated and the report presents it; when it fails,
+nothing is evaluated or promoted and the report (display name "report (not promoted)")
+says which thresholds it broke.
 
 `build_pipeline(cfg)` returns the KFP pipeline whose parameter defaults are the
 per-step config payloads of `cfg`, so the same function serves `cai run`
@@ -11,8 +16,10 @@ from typing import Callable
 from kfp import dsl
 
 from cai_components.clean import clean
+from cai_components.discover import discover
 from cai_components.dpo import dpo
 from cai_components.evaluate import evaluate
+from cai_components.gate import gate
 from cai_components.judge import judge
 from cai_components.pairs import pairs
 from cai_components.prepare import prepare
@@ -33,8 +40,10 @@ def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
     """The pipeline for `cfg`. `platform(task, step)` applies where-it-runs settings to each
     task (Kubernetes resources, node selectors, secrets, retries); locally it does nothing."""
     p = {step: payload(cfg, step) for step in (
-        "prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "judge", "dpo",
-        "evaluate", "report")}
+        "prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "discover", "judge", "dpo",
+        "gate", "evaluate", "report")}
+
+    use_discover = cfg.judge.constitution == "discover"
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Constitutional-AI post-training that does not collapse.")
     def cai_pipeline(
@@ -46,11 +55,13 @@ def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
         clean_config: str = p["clean_revisions"],
         sft_config: str = p["sft"],
         pairs_config: str = p["pairs"],
+        discover_config: str = p["discover"],
         judge_config: str = p["judge"],
         dpo_config: str = p["dpo"],
+        gate_config: str = p["gate"],
         evaluate_config: str = p["evaluate"],
         report_config: str = p["report"],
-    ):
+    ) -> str:
         prompts = platform(prepare(step="prepare_prompts", config=prompts_config, run_root=run_root)
                            .set_display_name("prompts"), "prepare_prompts")
         eval_prompts = platform(prepare(step="prepare_eval", config=eval_prompts_config, run_root=run_root)
@@ -64,15 +75,31 @@ def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
                                    config=pairs_config, run_root=run_root), "pairs")
         cleaned_pairs = platform(clean(step="clean_pairs", rows=pair_task.outputs["pairs_out"], config=clean_config,
                                        run_root=run_root).set_display_name("clean pairs"), "clean_pairs")
-        judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], config=judge_config, run_root=run_root), "judge")
+        if use_discover:  # learn the judge's constitution from discover.source first
+            found = platform(discover(config=discover_config, run_root=run_root), "discover")
+            judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], constitution=found.outputs["constitution"],
+                                    config=judge_config, run_root=run_root), "judge")
+        else:
+            judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], config=judge_config, run_root=run_root),
+                              "judge")
         dpo_task = platform(dpo(preferences=judged.outputs["preferences"], sft_model=sft_task.outputs["model"],
                                 config=dpo_config, run_root=run_root), "dpo")
-        evaluated = platform(evaluate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
-                                      dpo_model=dpo_task.outputs["model"], base_model=base_model,
-                                      config=evaluate_config, run_root=run_root), "evaluate")
-        platform(report(clean_revisions=cleaned_revisions.outputs["cleaned"], sft=sft_task.outputs["model"],
-               clean_pairs=cleaned_pairs.outputs["cleaned"], judge=judged.outputs["preferences"],
-               dpo=dpo_task.outputs["model"], evaluate=evaluated.outputs["results"], config=report_config,
-               run_root=run_root), "report")
+        gate_task = platform(gate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
+                                  dpo_model=dpo_task.outputs["model"], base_model=base_model, config=gate_config,
+                                  run_root=run_root).set_display_name("collapse gate"), "gate")
+        report_inputs = dict(clean_revisions=cleaned_revisions.outputs["cleaned"], sft=sft_task.outputs["model"],
+                             clean_pairs=cleaned_pairs.outputs["cleaned"], judge=judged.outputs["preferences"],
+                             dpo=dpo_task.outputs["model"], gate=gate_task.outputs["result"], config=report_config,
+                             run_root=run_root)
+        with dsl.If(gate_task.outputs["verdict"] != "fail", name="gate-passed"):
+            evaluated = platform(evaluate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
+                                          dpo_model=dpo_task.outputs["model"], base_model=base_model,
+                                          config=evaluate_config, run_root=run_root), "evaluate")
+            platform(report(evaluate=evaluated.outputs["results"], **report_inputs), "report")
+        with dsl.Else(name="gate-failed"):
+            platform(report(**report_inputs).set_display_name("report (not promoted)"), "report")
+        # The pipeline's output (available once every step is done): the gate verdict. The
+        # ablation collects it from each member run.
+        return gate_task.outputs["verdict"]
 
     return cai_pipeline

@@ -54,7 +54,7 @@ from cai_core.config import RunConfig
 from cai_core.errors import CaiError, ConfigError
 
 #: Which steps read which Secret (least exposure: a pod gets only the keys it uses).
-TEACHER_STEPS = ("clean_revisions", "clean_pairs", "judge", "evaluate")
+TEACHER_STEPS = ("clean_revisions", "clean_pairs", "discover", "judge", "evaluate")
 MODEL_STEPS = ("revise", "sft", "pairs", "dpo", "gate", "evaluate")
 SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
               "hf_token": "HF_TOKEN"}

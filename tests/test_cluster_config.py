@@ -62,7 +62,7 @@ def test_parallel_layouts_that_fill_the_gpus(tp, dp):
 
 
 def test_gpu_layout_that_does_not_divide():
-    msg = _err(["cluster.tensor_parallel_size=3"])
+    msg = _err(["cluster.tensor_parallel_size=3", "cluster.data_parallel_replicas=1"])
     assert "cluster.tensor_parallel_size" in msg and "3 x 1 = 3 GPUs" in msg and "generation_gpus is 8" in msg
     assert "1x8, 2x4, 4x2, 8x1" in msg
     msg = _err(["cluster.generation_gpus=4", "cluster.tensor_parallel_size=8"])

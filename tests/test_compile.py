@@ -35,7 +35,7 @@ from cai_pipelines.cluster import compile_pipeline, compile_run_id
 GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
 PARAM_OF_STEP = {"prepare_prompts": "prompts_config", "prepare_eval": "eval_prompts_config",
                  "revise": "revise_config", "clean_revisions": "clean_config", "clean_pairs": "clean_config",
-                 "sft": "sft_config", "pairs": "pairs_config", "judge": "judge_config", "dpo": "dpo_config",
+                 "sft": "sft_config", "pairs": "pairs_config", "discover": "discover_config", "judge": "judge_config", "dpo": "dpo_config",
                  "gate": "gate_config", "evaluate": "evaluate_config", "report": "report_config"}
 
 
@@ -92,7 +92,17 @@ def test_both_documents_parse_as_the_backend_parses_them(compiled):
 
 
 def test_every_step_is_there(by_step):
-    assert set(RUNTIME_STEPS) <= set(by_step) <= set(STEPS)
+    # discover: only with judge.constitution=discover; compare: only in the ablation pipeline
+    assert set(RUNTIME_STEPS) - {"discover", "compare"} <= set(by_step) <= set(STEPS)
+
+
+def test_discover_runs_before_judge_and_feeds_it(tmp_path):
+    cfg, _, _, (spec, _) = _compile(tmp_path, ["judge.constitution=discover", "discover.source=s3://b/prefs.jsonl"])
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["judge"]["inputs"]["artifacts"]["constitution"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "constitution", "producerTask": "discover"}
+    assert json.loads(spec["root"]["inputDefinitions"]["parameters"]["discover_config"]["defaultValue"])[
+        "discover"]["source"] == "s3://b/prefs.jsonl"
 
 
 def test_images_come_from_the_config(compiled, by_step, tmp_path):
@@ -123,19 +133,20 @@ def test_generation_pods_get_gpus_placement_and_shm(by_step):
         assert k8s["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory",
                                           "sizeLimit": "64Gi"}]
         env = {e["name"]: e["value"] for e in container["env"]}
-        assert env["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "8" and env["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "1"
+        # The cluster default for an 8B model: 8 replicas of TP=1 (benchmarks/PLAN.md).
+        assert env["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "1" and env["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "8"
     for step, _, container, k8s in each(by_step, set(STEPS) - set(GENERATION_STEPS)):
         assert "accelerator" not in container.get("resources", {}), step
         assert "nodeSelector" not in k8s and "tolerations" not in k8s and "emptyDirMounts" not in k8s, step
 
 
 def test_parallel_layout_reaches_the_pods(tmp_path):
-    _, _, out, docs = _compile(tmp_path, ["cluster.tensor_parallel_size=1", "cluster.data_parallel_replicas=8"])
+    _, _, out, docs = _compile(tmp_path, ["cluster.tensor_parallel_size=2", "cluster.data_parallel_replicas=4"])
     envs = [{e["name"]: e["value"] for e in ex["container"].get("env", [])}
             for ex in docs[0]["deploymentSpec"]["executors"].values()]
     vllm = [e for e in envs if "CAI_VLLM_TENSOR_PARALLEL_SIZE" in e]
     assert len(vllm) >= 3
-    assert all(e["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "1" and e["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "8" for e in vllm)
+    assert all(e["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "2" and e["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "4" for e in vllm)
 
 
 def _secret_env(k8s) -> dict[str, tuple[str, str]]:
@@ -249,7 +260,7 @@ def test_cli_compile_default_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--set", "cluster.data_parallel_replicas=3"], "8 x 3 = 24 GPUs"),
+    (["--set", "cluster.tensor_parallel_size=3"], "3 x 8 = 24 GPUs"),
     (["--set", "cluster.core_image=Not An Image"], "cluster.core_image"),
     (["--set", "cluster.secrets.s3={secret: a, key: b}"], "unknown config key"),
 ])

@@ -46,8 +46,10 @@ def run(cfg: PairsConfig, prompts: Path, out_dir: Path, llm: ChatModel) -> Stage
     rows = records.read_jsonl(prompts, records.PROMPT)
     progress = Progress("pairs", total=len(rows) * 2, unit="answers")
     out = []
-    for start in range(0, len(rows), cfg.batch_size):
-        batch = rows[start:start + cfg.batch_size]
+    # A server (vLLM, an API) schedules its own batches: give it every row at once.
+    chunk = max(1, len(rows)) if getattr(llm, "remote", False) else cfg.batch_size
+    for start in range(0, len(rows), chunk):
+        batch = rows[start:start + chunk]
         seeds = [sample_seeds(cfg, r["id"]) for r in batch]
         conversations, sampling = [], []
         for row, pair_seeds in zip(batch, seeds):

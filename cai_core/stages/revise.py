@@ -113,8 +113,10 @@ def run(cfg: ReviseConfig, prompts: Path, out_dir: Path, llm: ChatModel) -> Stag
     rows = [dict(r, revisions=[], status="ok") for r in records.read_jsonl(prompts, records.PROMPT)]
     steps = 1 + 2 * cfg.rounds
     progress = Progress("revise", total=len(rows) * steps, unit="generations")
-    for start in range(0, len(rows), cfg.batch_size):
-        batch = rows[start:start + cfg.batch_size]
+    # A server (vLLM, an API) schedules its own batches: give it every row at once.
+    chunk = max(1, len(rows)) if getattr(llm, "remote", False) else cfg.batch_size
+    for start in range(0, len(rows), chunk):
+        batch = rows[start:start + chunk]
         for row, text in zip(batch, _generate(cfg, llm, constitution, batch, [None] * len(batch), "answer", 0)):
             row["response"] = row["_last"] = text
         progress.update(len(batch))
