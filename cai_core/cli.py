@@ -39,7 +39,9 @@ def cli():
       cai run                      the whole pipeline on the embedded tiny model
       cai init my.yaml             a commented starter config
       cai run --config my.yaml     your model, prompts and constitution
+      cai run --ablation           none/rule/llm/hybrid cleaning x seeds, compared
       cai config show --set clean.variant=none   the effective config
+      cai compile -o pipeline.yaml / cai submit --host URL   on a Kubeflow cluster
     """
 
 
@@ -49,7 +51,10 @@ def cli():
 @click.option("--run-id", help="Name of the run folder; rerunning an id reuses its completed steps.")
 @click.option("--output-dir", help="Where runs go: a directory or s3://bucket/prefix (default: ./runs).")
 @click.option("--verbose", is_flag=True, help="Show KFP's full task logs, not only progress lines.")
-def run(config, overrides, run_id, output_dir, verbose):
+@click.option("--ablation", is_flag=True,
+              help="Run the whole pipeline per cleaning variant and seed (ablation.variants x ablation.seeds) "
+                   "and compare them in ablation.html.")
+def run(config, overrides, run_id, output_dir, verbose, ablation):
     """Run the whole pipeline with kfp.local (no cluster, GPU or API key needed).
 
     Output goes to <output-dir>/<run-id>/: one folder per step, report.html,
@@ -82,10 +87,10 @@ def run(config, overrides, run_id, output_dir, verbose):
     click.echo(f"cai {cai_core.__version__}: run {cfg.run_id} -> {run_root}")
     start = time.monotonic()
     storage.write_text(storage.join(run_root, "config.yaml"), _dump(cfg))
-    run_local(cfg, local_dir, run_root=run_root, verbose=verbose)
+    run_local(cfg, local_dir, run_root=run_root, verbose=verbose, ablation=ablation)
     click.echo(f"done in {time.monotonic() - start:.0f}s")
-    click.echo(f"  report:  {storage.join(run_root, 'report.html')}")
-    click.echo(f"  metrics: {storage.join(run_root, 'metrics.json')}")
+    click.echo(f"  report:  {storage.join(run_root, 'ablation.html' if ablation else 'report.html')}")
+    click.echo(f"  metrics: {storage.join(run_root, 'ablation.json' if ablation else 'metrics.json')}")
 
 
 def _dump(cfg) -> str:
@@ -158,6 +163,23 @@ def clean(in_path, out_path, fields, prompt_field, variant):
     cleaned, counts = clean_rows(cfg, rows, tuple(fields), in_path)
     records.write_jsonl(out_path, cleaned)
     click.echo(json.dumps(counts, sort_keys=True))
+
+
+from cai_core.discover_commands import discover_cmd  # noqa: E402
+
+cli.add_command(discover_cmd)
+
+
+def _register() -> None:
+    from cai_core.cli_cluster import compile_cmd, submit_cmd
+    from cai_core.discover_commands import discover_cmd
+    from cai_core.eval_commands import evaluate_cmd
+
+    for command in (compile_cmd, submit_cmd, evaluate_cmd, discover_cmd):
+        cli.add_command(command)
+
+
+_register()
 
 
 def main() -> None:

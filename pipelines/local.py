@@ -53,17 +53,19 @@ class _FilteredTee:
         return False
 
 
-def run_local(cfg: RunConfig, run_dir: Path, run_root: str | None = None, verbose: bool = False) -> None:
+def run_local(cfg: RunConfig, run_dir: Path, run_root: str | None = None, verbose: bool = False,
+              ablation: bool = False) -> None:
     """Run the whole pipeline; KFP's files go to `run_dir`, the steps publish to `run_root`
     (default: `run_dir`; may be an s3:// prefix). Raise StageError naming the failed step."""
     from kfp import local
 
+    from cai_pipelines.ablation import build_ablation
     from cai_pipelines.cai_pipeline import PIPELINE_NAME, build_pipeline
 
     run_dir.mkdir(parents=True, exist_ok=True)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "kfp"),
                raise_on_error=True)
-    pipeline = build_pipeline(cfg, run_root=run_root or str(run_dir))
+    pipeline = (build_ablation if ablation else build_pipeline)(cfg, run_root=run_root or str(run_dir))
     with open(run_dir / "pipeline.log", "a", encoding="utf-8") as log:
         tee = _FilteredTee(log, sys.stdout, verbose)
         try:
