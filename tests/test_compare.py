@@ -39,3 +39,20 @@ def test_table_per_variant_with_selected_metrics(tmp_path):
 def test_missing_member_is_a_clear_error(tmp_path):
     with pytest.raises(StageError, match="ablation member llm/seed 3: no metrics.json"):
         compare.run(compare.CompareConfig(), [{"variant": "llm", "seed": 3, "run_root": str(tmp_path)}], tmp_path)
+
+
+def test_ablation_members_differ_only_in_variant_and_seeds():
+    from cai_core.config import load_run_config
+    from cai_pipelines.ablation import members
+
+    cfg = load_run_config(None, ["ablation.variants=[none, rule]", "ablation.seeds=[0, 7]"])
+    items = members(cfg, "/runs/x")
+    assert [(m["variant"], m["seed"], m["run_root"]) for m in items] == [
+        ("none", 0, "/runs/x/none-seed0"), ("none", 7, "/runs/x/none-seed7"),
+        ("rule", 0, "/runs/x/rule-seed0"), ("rule", 7, "/runs/x/rule-seed7")]
+    seven = items[1]
+    assert json.loads(seven["revise_config"])["revise"]["seed"] == 7
+    assert json.loads(seven["sft_config"])["sft"]["seed"] == 7
+    assert json.loads(seven["clean_revisions_config"])["clean"]["variant"] == "none"
+    assert json.loads(items[3]["clean_revisions_config"])["clean"]["variant"] == "rule"
+    assert items[0]["evaluate_config"] != seven["evaluate_config"]

@@ -28,7 +28,7 @@ def test_file_tree_names_real_paths():
     tree = README.split("## Files", 1)[1].split("```", 2)[1]
     parent = ""
     for line in tree.splitlines():
-        m = re.match(r"^(\s*)([\w./-]+(?: [\w./-]+/)?)\s", line + " ")
+        m = re.match(r"^( {0,2})([\w./*-]+(?: [\w./-]+/)?)\s", line + " ")  # deeper lines continue a comment
         if not m or not m.group(2).strip():
             continue
         indent, names = m.group(1), m.group(2).split()
