@@ -174,8 +174,9 @@ def _register() -> None:
     from cai_core.cli_cluster import compile_cmd, submit_cmd
     from cai_core.discover_commands import discover_cmd
     from cai_core.eval_commands import evaluate_cmd
+    from cai_core.train_commands import train_cmd
 
-    for command in (compile_cmd, submit_cmd, evaluate_cmd, discover_cmd):
+    for command in (compile_cmd, submit_cmd, evaluate_cmd, discover_cmd, train_cmd):
         cli.add_command(command)
 
 

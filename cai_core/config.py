@@ -18,6 +18,7 @@ import yaml
 
 from cai_core.cluster import ClusterConfig
 from cai_core.configbase import ConfigBase, require
+from cai_core.k8s.config import LauncherConfig
 from cai_core.errors import ConfigError, InputError
 from cai_core.stages.clean import CleanConfig
 from cai_core.stages.compare import CompareConfig
@@ -98,6 +99,8 @@ class RunConfig(ConfigBase):
     report: ReportConfig = ReportConfig()
     #: The cleaning ablation (`cai run --ablation`): variants, seeds and the compared metrics.
     ablation: CompareConfig = CompareConfig()
+    #: Where sft and dpo train: in process (local) or as a Kubeflow PyTorchJob (pytorchjob), and the job's shape.
+    train: LauncherConfig = LauncherConfig()
     #: Cluster settings (images, GPUs, placement, secrets); ignored by `cai run`.
     cluster: ClusterConfig = ClusterConfig()
 

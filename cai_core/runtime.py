@@ -87,9 +87,8 @@ def _main_file(artifact: Path) -> str:
 
 
 def _sft(c, i, o, p):
-    from cai_core.models.tiny import resolve_model
-    from cai_core.stages import sft
-    return sft.run(c["section"], i["data"] / "sft.jsonl", resolve_model(c["model"].name_or_path), o)
+    from cai_core.train_commands import run_training_step
+    return run_training_step("sft", c, i["data"] / "sft.jsonl", c["model"].name_or_path, o, p["_run_root"])
 
 
 def _pairs(c, i, o, p):
@@ -119,8 +118,9 @@ def _judge(c, i, o, p):
 
 
 def _dpo(c, i, o, p):
-    from cai_core.stages import dpo
-    return dpo.run(c["section"], i["preferences"] / "train.jsonl", str(i["model"] / "model"), o)
+    from cai_core.train_commands import run_training_step
+    return run_training_step("dpo", c, i["preferences"] / "train.jsonl", str(i["model"] / "model"), o,
+                             p["_run_root"])
 
 
 def _gate(c, i, o, p):
@@ -160,12 +160,12 @@ STEPS: dict[str, Step] = {
     "prepare_eval": Step(("eval_prompts",), _prepare),
     "revise": Step(("revise", "model"), _revise),
     "clean_revisions": Step(("clean",), _clean(("final",), sft_field="final")),
-    "sft": Step(("sft", "model"), _sft),
+    "sft": Step(("sft", "model", "train"), _sft),
     "pairs": Step(("pairs", "model"), _pairs),
     "clean_pairs": Step(("clean",), _clean(("response_a", "response_b"), sft_field=None)),
     "discover": Step(("discover", "teacher", "model"), _discover),
     "judge": Step(("judge", "teacher", "model"), _judge),
-    "dpo": Step(("dpo",), _dpo),
+    "dpo": Step(("dpo", "train"), _dpo),
     "gate": Step(("gate", "model"), _gate),
     "evaluate": Step(("evaluate", "model", "teacher"), _evaluate),
     "report": Step(("report",), _report),

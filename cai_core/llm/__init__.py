@@ -16,17 +16,28 @@ def load_policy(name_or_path: str, device: str = "cpu", batch_size: int = 16) ->
     return TransformersChatModel(resolve_model(name_or_path), device=device, batch_size=batch_size)
 
 
-def teacher_is_remote(teacher) -> bool:
+def teacher_is_remote(teacher, base_url: str | None = None) -> bool:
+    """auto: remote when a key (teacher.api_key_env), OPENAI_BASE_URL, a configured or given base URL is there."""
     if teacher.backend == "auto":
-        return bool(os.environ.get(teacher.api_key_env) or os.environ.get("OPENAI_BASE_URL") or teacher.base_url)
+        return bool(base_url or os.environ.get(teacher.api_key_env) or os.environ.get("OPENAI_BASE_URL")
+                    or teacher.base_url)
     return teacher.backend == "openai"
 
 
-def load_teacher(teacher, model) -> ChatModel:
-    """The teacher/judge: an OpenAI-compatible endpoint, or the policy model in process."""
-    if teacher_is_remote(teacher):
+def load_teacher(teacher, model, *, journal: str | None = None, base_url: str | None = None,
+                 model_name: str | None = None, client=None, storage_cfg=None) -> ChatModel:
+    """The teacher/judge: an OpenAI-compatible endpoint, or the policy model in process.
+
+    `teacher` is the run config's TeacherConfig: every field it shares with
+    `cai_core.llm.client.ClientConfig` (base_url, model, api_key_env, timeout_s,
+    max_concurrency, rpm, tpm, ...) is used; `client` (a ClientConfig) replaces it.
+    `base_url` / `model_name` are the --base-url / --model overrides. `journal` is the
+    storage prefix of the request journal (local or s3://); None keeps none.
+    """
+    if teacher_is_remote(teacher, base_url):
+        from cai_core.llm.client import client_config_from
         from cai_core.llm.openai_backend import OpenAIChatModel
 
-        return OpenAIChatModel(teacher.model, base_url=teacher.base_url, api_key=os.environ.get(teacher.api_key_env),
-                               timeout_s=teacher.timeout_s, max_concurrency=teacher.max_concurrency)
+        cfg = client_config_from(client if client is not None else teacher, base_url=base_url, model=model_name)
+        return OpenAIChatModel(cfg, journal=journal, storage_cfg=storage_cfg)
     return load_policy(model.name_or_path, device=model.device, batch_size=model.batch_size)

@@ -1,99 +1,128 @@
-"""An OpenAI-compatible backend (the OpenAI API, a vLLM server, any compatible endpoint).
+"""`ChatModel` over an OpenAI-compatible endpoint (the OpenAI API, a vLLM server, any compatible one).
 
-Requests of one call run concurrently (bounded by `max_concurrency`) on the
-async client of the `openai` SDK, which retries 429/5xx with backoff and
-honours Retry-After. It reads OPENAI_BASE_URL / OPENAI_API_KEY when not given.
+Every call goes through `cai_core.llm.client.LLMClient`: bounded concurrency, RPM/TPM
+buckets, retries with backoff and Retry-After, an error budget, the request journal
+(so a rerun pays for nothing twice), progress lines and, with ``batch: true``, the
+OpenAI Batch API. The endpoint comes from the config, else OPENAI_BASE_URL, else the
+OpenAI API; the key from the variable named by ``api_key_env``, else OPENAI_API_KEY.
+
+A request that cannot be processed (context too long, no choices, malformed reply,
+retries exhausted, ...) does not crash the call: its slot holds an empty
+`FailedText` (a ``str``) or a `FailedScores` (a ``list``) whose ``failure`` attribute is
+``(status, reason)``; stages check ``getattr(x, "failure", None)`` and mark the row.
+Problems with the endpoint itself (key, URL, model, quota) and a blown error budget
+raise a `TeacherError` (a `CaiError`) with one message naming the cause.
 """
 from __future__ import annotations
 
-import asyncio
-import os
-from typing import Sequence
+from typing import Any, Sequence
 
-from cai_core.errors import CaiError
 from cai_core.llm.base import Message, Sampling
+from cai_core.llm.client import ClientConfig, LLMClient, Result, chat_request, client_config_from, completion_request
+from cai_core.llm.journal import Journal
 
 _MISSING_LOGPROB = -100.0  # a choice absent from top_logprobs: far less likely than any listed one
 
 
+class FailedText(str):
+    """An empty reply standing for a request that failed; ``failure = (status, reason)``."""
+
+    failure: tuple[str, str]
+
+    def __new__(cls, status: str, reason: str) -> "FailedText":
+        obj = super().__new__(cls, "")
+        obj.failure = (status, reason)
+        return obj
+
+
+class FailedScores(list):
+    """Neutral scores standing for a request that failed; ``failure = (status, reason)``."""
+
+    def __init__(self, n: int, status: str, reason: str):
+        super().__init__([0.0] * n)
+        self.failure = (status, reason)
+
+
+def failure_of(value: Any) -> tuple[str, str] | None:
+    """(status, reason) when `value` stands for a failed request, else None."""
+    return getattr(value, "failure", None)
+
+
 class OpenAIChatModel:
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
-                 timeout_s: float = 60.0, max_concurrency: int = 16, max_retries: int = 4):
-        import openai
+    """The ChatModel protocol over `LLMClient`.
 
-        api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not api_key:
-            if base_url is None:
-                raise CaiError("no API key for the teacher model: set OPENAI_API_KEY (or teacher.api_key_env), "
-                               "or point teacher.base_url / OPENAI_BASE_URL at a server that needs none")
-            api_key = "unused"
-        self.name = model
-        self._kwargs = dict(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries)
-        self._openai = openai
-        self.max_concurrency = max_concurrency
+    ``OpenAIChatModel(ClientConfig(...), journal="runs/x/journal")`` or, as before,
+    ``OpenAIChatModel("gpt-4o-mini", base_url=..., api_key=..., timeout_s=..., max_concurrency=...)``.
+    `journal` is a storage prefix (local or s3://) or a `Journal`; None keeps no journal.
+    """
 
-    def _run(self, coros_factory):
-        async def main():
-            client = self._openai.AsyncOpenAI(**self._kwargs)
-            sem = asyncio.Semaphore(self.max_concurrency)
+    remote = True  # stages send whole stages at once to a remote model (concurrency, batch mode)
 
-            async def bounded(make):
-                async with sem:
-                    return await make(client)
+    def __init__(self, model: str | ClientConfig | None = None, base_url: str | None = None, api_key: str | None = None,
+                 timeout_s: float | None = None, max_concurrency: int | None = None, max_retries: int | None = None,
+                 *, config: ClientConfig | None = None, journal: str | Journal | None = None,
+                 storage_cfg: Any = None, desc: str = "teacher"):
+        base = model if isinstance(model, ClientConfig) else config
+        self.cfg = client_config_from(base or ClientConfig(), model=model if isinstance(model, str) else None,
+                                      base_url=base_url, timeout_s=timeout_s, max_concurrency=max_concurrency,
+                                      max_retries=max_retries)
+        self.name = self.cfg.model
+        if isinstance(journal, Journal) or journal is None:
+            self.journal = journal
+        else:
+            self.journal = Journal(str(journal), flush_s=self.cfg.journal_flush_s, storage_cfg=storage_cfg)
+        self.client = LLMClient(self.cfg, self.journal, api_key=api_key)
+        self.desc = desc
 
-            try:
-                return await asyncio.gather(*(bounded(m) for m in coros_factory))
-            finally:
-                await client.close()
-
-        try:
-            return asyncio.run(main())
-        except self._openai.AuthenticationError as exc:
-            raise CaiError(f"teacher endpoint rejected the API key: {exc.message}") from None
-        except self._openai.NotFoundError as exc:
-            raise CaiError(f"model '{self.name}' not found at {self._kwargs['base_url'] or 'the OpenAI API'}: {exc.message}") from None
-        except self._openai.APIConnectionError:
-            raise CaiError(f"cannot reach the teacher endpoint {self._kwargs['base_url'] or 'api.openai.com'}") from None
+    @property
+    def summary(self):
+        """What all calls so far did (a `RunSummary`: counts by status, tokens, cost)."""
+        return self.client.summary
 
     @staticmethod
     def _params(s: Sampling) -> dict:
-        params = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens}
-        if s.seed is not None:
-            params["seed"] = s.seed
-        return params
+        return {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_new_tokens, "seed": s.seed}
+
+    @staticmethod
+    def _text(r: Result) -> str:
+        return r.text if r.ok else FailedText(r.status, r.reason)
 
     def chat(self, conversations: Sequence[Sequence[Message]], sampling: Sequence[Sampling]) -> list[str]:
-        def make(conv, s):
-            async def call(client):
-                resp = await client.chat.completions.create(model=self.name, messages=list(conv), **self._params(s))
-                return resp.choices[0].message.content or "" if resp.choices else ""
-            return call
-
-        return self._run([make(c, s) for c, s in zip(conversations, sampling)])
+        if len(conversations) != len(sampling):
+            raise ValueError("one Sampling per conversation")
+        reqs = [chat_request(self.name, list(c), **self._params(s)) for c, s in zip(conversations, sampling)]
+        return [self._text(r) for r in self.client.run(reqs, f"{self.desc} chat")]
 
     def complete(self, prompts: Sequence[str], sampling: Sequence[Sampling]) -> list[str]:
-        def make(prompt, s):
-            async def call(client):
-                resp = await client.completions.create(model=self.name, prompt=prompt, **self._params(s))
-                return resp.choices[0].text if resp.choices else ""
-            return call
-
-        return self._run([make(p, s) for p, s in zip(prompts, sampling)])
+        if len(prompts) != len(sampling):
+            raise ValueError("one Sampling per prompt")
+        reqs = [completion_request(self.name, p, **self._params(s)) for p, s in zip(prompts, sampling)]
+        return [self._text(r) for r in self.client.run(reqs, f"{self.desc} completions")]
 
     def choice_logprobs(self, conversations: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[list[float]]:
         """Log-probabilities of each choice as the first token, from the reply's top_logprobs."""
-        def make(conv):
-            async def call(client):
-                resp = await client.chat.completions.create(
-                    model=self.name, messages=list(conv), max_tokens=1, temperature=0.0,
-                    logprobs=True, top_logprobs=min(20, max(5, len(choices))))
-                top = {}
-                if resp.choices and resp.choices[0].logprobs and resp.choices[0].logprobs.content:
-                    for item in resp.choices[0].logprobs.content[0].top_logprobs:
-                        key = item.token.strip().strip("()")
-                        top[key] = max(top.get(key, _MISSING_LOGPROB), item.logprob)
-                return [top.get(c, _MISSING_LOGPROB) for c in choices]
-            return call
+        k = min(20, max(5, len(choices)))
+        reqs = [chat_request(self.name, list(c), max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=k)
+                for c in conversations]
+        out: list[list[float]] = []
+        for r in self.client.run(reqs, f"{self.desc} logprobs"):
+            if not r.ok:
+                out.append(FailedScores(len(choices), r.status, r.reason))
+                continue
+            if not r.top:
+                out.append(FailedScores(len(choices), "no_logprobs",
+                                        "the endpoint returned no top_logprobs (use judge mode: letter)"))
+                continue
+            top: dict[str, float] = {}
+            for token, logprob in r.top:
+                key = str(token).strip().strip("()")
+                top[key] = max(top.get(key, _MISSING_LOGPROB), logprob)
+            out.append([top.get(c, _MISSING_LOGPROB) for c in choices])
+        return out
 
-        return self._run([make(c) for c in conversations])
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.flush()
+
+
+__all__ = ["FailedScores", "FailedText", "OpenAIChatModel", "failure_of"]

@@ -9,6 +9,29 @@ its log-probabilities of every chosen and rejected answer are computed once,
 before the first step, and no second copy of the model is kept; without it, a
 frozen copy is loaded beside the policy.
 
+Reference log-probs under DeepSpeed (TRL 1.16, checked on CPU with 2 ranks and
+ZeRO-3; see tests/test_deepspeed.py): TRL's own precompute without a
+``ref_model`` wraps the *policy* in a second DeepSpeed (inference) engine; the
+training engine then wraps the same module and the first training forward
+fails inside ZeRO-3's parameter coordinator (``IndexError: pop from an empty
+deque``) as soon as there is more than one rank. And TRL writes the
+precomputed columns to a cache file on the main process only, which the other
+ranks cannot read when the dataset lives in memory (a per-process temporary
+directory). The path we use, which works:
+
+1. under DeepSpeed, a frozen copy of the starting model is loaded after the
+   arguments, so ZeRO-3 partitions it like the policy (1/N of the weights per
+   GPU), and passed as ``ref_model``; TRL precomputes the log-probs with that
+   copy (its own engine, not the policy's) in one pass before step 1; the copy
+   is then released, and training reads the ``ref_chosen_logps`` /
+   ``ref_rejected_logps`` columns;
+2. with more than one rank the dataset is file-backed in out_dir/.dpo_dataset,
+   a directory every rank of the node reads, so TRL's cache file is visible;
+3. across several nodes (no shared filesystem) rank 0's cache file is invisible
+   to the other nodes, so there the reference stays online: the ZeRO-3-sharded
+   frozen copy runs one forward per step (for one epoch the same FLOPs as
+   precomputing). The result's details say which: ``reference``.
+
 Outputs under ``out_dir``: ``model/`` (safetensors, moved into place when
 complete), ``train_log.jsonl`` (one row per logged step: loss, grad_norm,
 learning_rate, rewards/chosen, rewards/rejected, rewards/margins,
@@ -18,22 +41,29 @@ mean_token_accuracy, num_tokens, epoch), ``checkpoints/``.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Sequence
 
+from cai_core import deepspeed_configs
 from cai_core.configbase import ConfigBase, require
 from cai_core.errors import InputError, StageError
 from cai_core.records import PREFERENCE, read_jsonl
 from cai_core.stages.base import StageResult
 from cai_core.stages.sft import (
+    LongRows,
     LrScheduler,
     Prepared,
+    check_checkpoint,
+    check_liger,
     checkpoint_step,
     clamp_max_length,
     finish,
     last_checkpoint,
-    load_model_for_training,
+    load_model,
+    load_tokenizer_and_config,
     numbered_rows,
     train_log_callback,
     trainer_args,
@@ -67,6 +97,8 @@ class DPOStageConfig(ConfigBase):
     gradient_accumulation_steps: int = 1
     #: Tokens per sequence (prompt + answer); longer pairs are cut at the end and counted as pairs_truncated.
     max_length: int = 1024
+    #: Pairs longer than max_length: truncate (cut at the end, counted) or error (refuse the dataset, naming the pair).
+    long_rows: LongRows = "truncate"
     #: Share of the steps spent warming the learning rate up from 0, in [0, 1).
     warmup_ratio: float = 0.1
     #: Learning-rate schedule after warm-up.
@@ -97,12 +129,17 @@ class DPOStageConfig(ConfigBase):
     gradient_checkpointing: bool = False
     #: A system turn put before every prompt; empty for none (use the SFT stage's value).
     system_prompt: str = ""
-    #: Path of a DeepSpeed JSON config (ZeRO-3 on the cluster); empty for none.
+    #: Attention kernel passed to from_pretrained (e.g. flash_attention_2, sdpa); empty = the transformers default.
+    attn_implementation: str = ""
+    #: Liger kernels (RMSNorm, SwiGLU, RoPE); needs the liger-kernel package (GPU).
+    use_liger_kernel: bool = False
+    #: DeepSpeed: zero2, zero3, zero3_offload (packaged), a JSON file path, or inline JSON; empty for none.
     deepspeed: str = ""
     #: Worker processes of the data loader.
     dataloader_num_workers: int = 0
 
     def validate(self) -> None:
+        deepspeed_configs.validate_name(self.deepspeed)
         require(self.beta > 0, "beta", "must be above 0")
         require(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
         require(self.loss_type != "exo_pair" or self.label_smoothing > 0, "label_smoothing",
@@ -137,6 +174,12 @@ def build_example(row: dict, system_prompt: str = "") -> dict:
 
 def load_pairs(data: Path, min_confidence: float = 0.0) -> tuple[list[dict], dict[str, int]]:
     """Schema-checked pairs to train on, and counts of those left out (identical, low confidence)."""
+    numbered, counts = load_numbered_pairs(data, min_confidence)
+    return [row for _, row in numbered], counts
+
+
+def load_numbered_pairs(data: Path, min_confidence: float = 0.0) -> tuple[list[tuple[int, dict]], dict[str, int]]:
+    """As `load_pairs`, each kept pair with its line number in `data`."""
     rows = read_jsonl(data, PREFERENCE, allow_empty=True)
     kept, counts = [], {"pairs_in": len(rows), "pairs_identical": 0, "pairs_low_confidence": 0}
     for lineno, row in numbered_rows(data, rows):
@@ -151,74 +194,125 @@ def load_pairs(data: Path, min_confidence: float = 0.0) -> tuple[list[dict], dic
         elif row["confidence"] < min_confidence:
             counts["pairs_low_confidence"] += 1
         else:
-            kept.append(row)
+            kept.append((lineno, row))
     return kept, counts
 
 
-def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path) -> Prepared:
-    """Check the pairs, load the model and build the DPOTrainer (reference log-probs precomputed here)."""
-    from datasets import Dataset
+def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callbacks: Sequence[Any] = ()) -> Prepared:
+    """Check the pairs, load the model and build the DPOTrainer (reference log-probs precomputed here).
+
+    Every check that can fail on the inputs runs before the model's weights are loaded.
+    """
     from trl import DPOConfig, DPOTrainer
 
     from cai_core.models.tiny import resolve_model
 
     data, out_dir = Path(data), Path(out_dir)
-    pairs, counts = load_pairs(data, cfg.min_confidence)
+    numbered, counts = load_numbered_pairs(data, cfg.min_confidence)
+    pairs = [row for _, row in numbered]
     if len(pairs) < 1:
         raise StageError(
             f"dpo: no preference pairs to train on in {data} ({counts['pairs_in']} rows, "
             f"{counts['pairs_identical']} with chosen == rejected, {counts['pairs_low_confidence']} below "
             f"min_confidence={cfg.min_confidence}); the judge stage kept none: check its dropped counts")
     model_path = resolve_model(model)  # a missing local model fails here, before anything is loaded or written
+    ds_config = deepspeed_configs.load(cfg.deepspeed)  # missing or unparsable: file, line and column
+    check_liger(cfg.use_liger_kernel, "dpo")
+    tokenizer, model_config = load_tokenizer_and_config(model_path, model)
+    max_length = clamp_max_length(cfg.max_length, model_config)
+
+    examples = [build_example(r, cfg.system_prompt) for r in pairs]
+    long = []
+    for (lineno, _), ex in zip(numbered, examples):
+        n = max(len(tokenizer.apply_chat_template(ex["prompt"] + ex[side], tokenize=True,
+                                                  return_dict=True)["input_ids"]) for side in ("chosen", "rejected"))
+        if n > max_length:
+            long.append((lineno, n))
+    if long and cfg.long_rows == "error":
+        lineno, n = long[0]
+        raise InputError(f"{len(long)} of {len(examples)} pairs are longer than max_length={max_length} tokens "
+                         f"(this one: {n}); shorten them, raise dpo.max_length or set dpo.long_rows: truncate",
+                         path=str(data), line=lineno)
+    pairs_truncated = len(long)
+    if pairs_truncated:
+        log.warning("dpo: %d of %d pairs are longer than max_length=%d tokens and are truncated",
+                    pairs_truncated, len(examples), max_length)
+
     ckpt_dir = out_dir / "checkpoints"
-    # The arguments come before the model (DeepSpeed ZeRO-3 then loads it partitioned; see sft.prepare).
+    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
+    if resume_from:
+        check_checkpoint(resume_from, model_config, model, ds_config)
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    multi_node = world > int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    precompute = cfg.precompute_ref_log_probs and not multi_node
+    if cfg.precompute_ref_log_probs and multi_node:
+        log.warning("dpo: %d ranks on several nodes: the reference log-probs stay online (TRL 1.16 writes the "
+                    "precomputed ones on rank 0's node only); the ZeRO-sharded frozen reference runs one forward "
+                    "per step", world)
+    # The arguments come before the models (DeepSpeed ZeRO-3 then loads them partitioned; see sft.prepare).
     args = DPOConfig(
         output_dir=str(ckpt_dir),
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         label_smoothing=cfg.label_smoothing,
-        max_length=cfg.max_length,
-        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        max_length=max_length,
+        precompute_ref_log_probs=precompute,
         precompute_ref_batch_size=cfg.precompute_ref_batch_size or None,
-        **trainer_args(cfg),
+        **trainer_args(cfg, ds_config),
     )
-    policy, tokenizer, _ = load_model_for_training(model_path)
-    max_length = clamp_max_length(args, policy)
+    half = cfg.bf16 and ds_config is not None
+    policy = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation)
     ref_model = None
-    if not cfg.precompute_ref_log_probs:
-        ref_model, _, _ = load_model_for_training(model_path)  # a frozen copy of the starting point
+    if not precompute or ds_config is not None:
+        # A frozen copy of the starting point: the online reference, or under DeepSpeed the model TRL precomputes
+        # the reference log-probs with (never the policy itself: see the module doc).
+        ref_model = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation)
         ref_model.eval()
         ref_model.requires_grad_(False)
-
-    examples = [build_example(r, cfg.system_prompt) for r in pairs]
-    pairs_truncated = 0
-    for ex in examples:
-        lengths = [len(tokenizer.apply_chat_template(ex["prompt"] + ex[side], tokenize=True,
-                                                     return_dict=True)["input_ids"]) for side in ("chosen", "rejected")]
-        pairs_truncated += max(lengths) > max_length
-    if pairs_truncated:
-        log.warning("dpo: %d of %d pairs are longer than max_length=%d tokens and are truncated",
-                    pairs_truncated, len(examples), max_length)
+    reference = ("precomputed from the policy before step 1" if precompute and ref_model is None else
+                 "precomputed from a frozen copy before step 1" if precompute else "online frozen copy")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
+    dataset, cleanup = _dataset(examples, out_dir / ".dpo_dataset", file_backed=args.world_size > 1)
     callback = train_log_callback(out_dir / "train_log.jsonl", resume_step=checkpoint_step(resume_from))
     # With precompute and no ref_model, TRL takes the reference log-probs from the policy before its first step,
     # i.e. from the SFT model: exactly the frozen reference, without a second copy in memory.
-    trainer = DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=Dataset.from_list(examples),
-                         processing_class=tokenizer, callbacks=[callback])
+    trainer = DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=dataset,
+                         processing_class=tokenizer, callbacks=[callback, *callbacks])
+    if precompute and ref_model is not None:
+        trainer.ref_model = None  # the columns are computed; training never runs the copy again: free it
     pairs_dropped = len(examples) - len(trainer.train_dataset)  # the prompt alone fills max_length
     if len(trainer.train_dataset) == 0:
         raise StageError(f"dpo: every pair's prompt fills max_length={max_length} tokens; nothing to train on")
     counts.update(pairs=len(examples), pairs_truncated=pairs_truncated, pairs_dropped_too_long=pairs_dropped,
-                  max_length=max_length)
-    return Prepared(trainer, callback, resume_from, model_path, counts)
+                  max_length=max_length, world_size=args.world_size,
+                  zero_stage=deepspeed_configs.zero_stage(ds_config))
+    return Prepared(trainer, callback, resume_from, model_path, counts, details={"reference": reference},
+                    cleanup=cleanup)
 
 
-def run(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path) -> StageResult:
+def _dataset(examples: list[dict], directory: Path, file_backed: bool):
+    """The examples as a Dataset; with several ranks file-backed in `directory` (shared by the node's ranks)."""
+    from datasets import Dataset
+
+    if not file_backed:
+        return Dataset.from_list(examples), []
+    from accelerate import PartialState
+    from datasets import load_from_disk
+
+    state = PartialState()
+    if state.is_local_main_process:
+        shutil.rmtree(directory, ignore_errors=True)
+        Dataset.from_list(examples).save_to_disk(str(directory))
+    state.wait_for_everyone()
+    return load_from_disk(str(directory)), [directory]
+
+
+def run(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callbacks: Sequence[Any] = ()) -> StageResult:
     """DPO of `model` (also the frozen reference) on the pairs of `data`; write out_dir/model, train_log.jsonl."""
-    prepared = prepare(cfg, data, model, out_dir)
+    prepared = prepare(cfg, data, model, out_dir, callbacks)
     return finish(prepared, "dpo", cfg, Path(data), model, Path(out_dir))
 
 
-__all__ = ["DPOStageConfig", "run", "prepare", "build_example", "load_pairs"]
+__all__ = ["DPOStageConfig", "run", "prepare", "build_example", "load_pairs", "load_numbered_pairs"]

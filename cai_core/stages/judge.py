@@ -13,7 +13,18 @@ Every pair ends with one status (stable codes):
   unparsed           a letter reply named neither A nor B
   identical          both responses are the same text
   empty_response     a response is empty
+  request_failed     the model request failed (context too long, no choices, malformed
+                     reply, retries exhausted, ...); the verdict's `reason` says which
 Kept pairs are split into train/test deterministically by id.
+
+A remote judge (`llm.remote`, e.g. OpenAIChatModel) gets all pairs of the stage, both orders,
+in one call, so its client can keep its concurrency (or one Batch API job) full; an
+in-process model gets `batch_size` pairs per call.
+
+Metrics: flip_rate / position_bias_rate (share of pairs judged in both orders whose winner
+changed with the order: the judge followed the slot, not the text), first_slot_rate (share
+of single-order verdicts that picked option A; 0.5 = no slot preference), length_bias_rate
+(share of kept pairs won by the longer response), and drops by reason (status_*).
 """
 from __future__ import annotations
 
@@ -88,13 +99,22 @@ def _text(row: dict, field: str) -> str:
     return row.get(f"{field}_cleaned", row[field])
 
 
-def _p_first(cfg: JudgeConfig, llm: ChatModel, conversations: list[list[dict]]) -> list[float | None]:
-    """P(option A preferred) for each conversation (None when a letter reply did not parse)."""
+def _p_first(cfg: JudgeConfig, llm: ChatModel, conversations: list[list[dict]]) -> list[tuple[float | None, tuple | None]]:
+    """(P(option A preferred), failure) per conversation; P is None when a letter reply did not parse
+    or the request failed (then failure = (status, reason), from the backend's failed-row marker)."""
     if cfg.mode == "logprobs":
-        return [_softmax_first(lp) for lp in llm.choice_logprobs(conversations, list(CHOICES))]
+        out = []
+        for lp in llm.choice_logprobs(conversations, list(CHOICES)):
+            failure = getattr(lp, "failure", None)
+            out.append((None, failure) if failure else (_softmax_first(lp), None))
+        return out
     replies = llm.chat(conversations, [Sampling(temperature=0.0, max_new_tokens=8)] * len(conversations))
-    letters = [parse_reply(r) for r in replies]
-    return [None if x is None else 1.0 if x == "A" else 0.0 for x in letters]
+    out = []
+    for r in replies:
+        failure = getattr(r, "failure", None)
+        x = None if failure else parse_reply(r)
+        out.append((None if x is None else 1.0 if x == "A" else 0.0, failure))
+    return out
 
 
 def decide(cfg: JudgeConfig, p_ab: float, p_ba: float | None) -> tuple[str, float]:
@@ -115,8 +135,9 @@ def run(cfg: JudgeConfig, pairs: Path, out_dir: Path, llm: ChatModel) -> StageRe
     rows = records.read_jsonl(pairs, {"id": str, "prompt": str})
     progress = Progress("judge", total=len(rows), unit="pairs")
     verdicts, status_counts = [], Counter()
-    for start in range(0, len(rows), cfg.batch_size):
-        batch = rows[start:start + cfg.batch_size]
+    chunk = max(1, len(rows)) if getattr(llm, "remote", False) else cfg.batch_size
+    for start in range(0, len(rows), chunk):
+        batch = rows[start:start + chunk]
         todo, conv_ab, conv_ba = [], [], []
         for row in batch:
             a, b = _text(row, "response_a"), _text(row, "response_b")
@@ -133,10 +154,16 @@ def run(cfg: JudgeConfig, pairs: Path, out_dir: Path, llm: ChatModel) -> StageRe
                 conv_ab.append(build_prompt(row["prompt"], a, b, principle))
                 conv_ba.append(build_prompt(row["prompt"], b, a, principle))
         if todo:
-            p_ab = _p_first(cfg, llm, conv_ab)
-            p_ba = _p_first(cfg, llm, conv_ba) if cfg.both_orders else [None] * len(todo)
-            for verdict, x, y in zip(todo, p_ab, p_ba):
+            # Both orders in one call: order (a, b) for every pair, then order (b, a).
+            answers = _p_first(cfg, llm, conv_ab + conv_ba if cfg.both_orders else conv_ab)
+            ab = answers[:len(todo)]
+            ba = answers[len(todo):] if cfg.both_orders else [(None, None)] * len(todo)
+            for verdict, (x, fx), (y, fy) in zip(todo, ab, ba):
                 verdict["p_a_first"], verdict["p_a_second"] = x, y
+                failure = fx or fy
+                if failure:
+                    verdict["status"], verdict["reason"] = "request_failed", f"{failure[0]}: {failure[1]}"
+                    continue
                 if x is None or (cfg.both_orders and y is None):
                     verdict["status"] = "unparsed"
                     continue
@@ -164,15 +191,18 @@ def run(cfg: JudgeConfig, pairs: Path, out_dir: Path, llm: ChatModel) -> StageRe
 
 def judge_metrics(verdicts: list[dict], status_counts: Counter, n_train: int, n_test: int) -> dict[str, float]:
     judged = [v for v in verdicts if v.get("p_a_second") is not None and v.get("p_a_first") is not None]
-    # Position bias: both orders picked the same slot (A both times or B both times).
-    same_slot = sum((v["p_a_first"] > 0.5) == (v["p_a_second"] > 0.5) for v in judged)
+    # A flip: the winner changed with the order, i.e. both orders picked the same slot (A both times or B both times).
+    flips = sum((v["p_a_first"] > 0.5) == (v["p_a_second"] > 0.5) for v in judged)
+    single = [p for v in verdicts for p in (v.get("p_a_first"), v.get("p_a_second")) if p is not None]
     kept = [v for v in verdicts if v["status"] == "ok"]
     longer_wins = sum((len(v["response_a"]) > len(v["response_b"])) == (v["p_a"] > 0.5)
                       for v in kept if len(v["response_a"]) != len(v["response_b"]))
+    flip_rate = flips / len(judged) if judged else 0.0
     metrics = {"pairs": len(verdicts), "kept": len(kept), "train": n_train, "test": n_test,
-               "position_bias_rate": same_slot / len(judged) if judged else 0.0,
+               "flip_rate": flip_rate, "position_bias_rate": flip_rate,
+               "first_slot_rate": sum(p > 0.5 for p in single) / len(single) if single else 0.0,
                "length_bias_rate": longer_wins / len(kept) if kept else 0.0,
                "mean_confidence": sum(max(v["p_a"], 1 - v["p_a"]) for v in kept) / len(kept) if kept else 0.0}
-    for status in ("ok", "undecided", "order_inconsistent", "unparsed", "identical", "empty_response"):
+    for status in ("ok", "undecided", "order_inconsistent", "unparsed", "identical", "empty_response", "request_failed"):
         metrics[f"status_{status}"] = status_counts.get(status, 0)
     return metrics

@@ -13,29 +13,62 @@ row per logged step: step, loss, grad_norm, learning_rate, num_tokens,
 mean_token_accuracy, epoch, ...), ``checkpoints/`` (trainer checkpoints when
 ``save_steps`` > 0; a rerun resumes from the last one when ``resume``).
 
+Laptop to cluster, unchanged: on CPU the stage trains in process; under
+``torchrun`` (the PyTorchJob's pods, see cai_core/k8s/) every rank runs the
+same code and ``deepspeed`` (``zero2``, ``zero3``, ``zero3_offload``, a JSON
+file or inline JSON; cai_core/deepspeed_configs.py) shards the model. Under
+ZeRO-3 the arguments are created before the model so that ``from_pretrained``
+loads it already partitioned, and the final save gathers the 16-bit weights
+into one safetensors model (``stage3_gather_16bit_weights_on_model_save``).
+
+Config -> TRL: bf16, gradient (activation) checkpointing, packing with
+``packing_strategy`` or ``padding_free`` (both need a FlashAttention kernel:
+``attn_implementation``), Liger kernels (``use_liger_kernel``; the
+liger-kernel package is imported lazily and its absence is a clear error
+before training), assistant-only loss, max length, learning rate, epochs or
+steps, warm-up, the cosine schedule, seed.
+
+Bad input ends the stage before any model weights are loaded: an empty or
+malformed dataset, a model that does not exist, a DeepSpeed config that does
+not parse (file, line and column), rows longer than ``max_length`` when
+``long_rows: error`` (the default ``truncate`` cuts them at the end and counts
+them as rows_truncated; rows whose answer is cut away entirely are dropped and
+counted as rows_dropped), and a checkpoint under out_dir/checkpoints written
+for another model (its config.json is compared with the model's) or by a
+DeepSpeed run with another number of ranks.
+
 The helpers below the stage (`load_model_for_training`, `train_log_callback`,
 `save_final_model`, ...) are shared with the dpo stage.
 """
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
+from cai_core import deepspeed_configs
 from cai_core.configbase import ConfigBase, require
-from cai_core.errors import InputError, StageError
+from cai_core.errors import ConfigError, InputError, StageError
 from cai_core.records import SFT_ROW, read_jsonl, write_json, write_jsonl
 from cai_core.stages.base import StageResult
 
 log = logging.getLogger(__name__)
 
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"]
+LongRows = Literal["truncate", "error"]
+
+#: Model config keys that decide the shapes of the weights: a checkpoint must agree with the model on all of them.
+SHAPE_KEYS = ("model_type", "architectures", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+              "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings")
 
 
 @dataclass(frozen=True)
@@ -54,6 +87,8 @@ class SFTStageConfig(ConfigBase):
     gradient_accumulation_steps: int = 1
     #: Tokens per example (template included); longer examples are cut at the end and counted as rows_truncated.
     max_length: int = 1024
+    #: Rows longer than max_length: truncate (cut at the end, counted) or error (refuse the dataset, naming the row).
+    long_rows: LongRows = "truncate"
     #: Share of the steps spent warming the learning rate up from 0, in [0, 1).
     warmup_ratio: float = 0.03
     #: Learning-rate schedule after warm-up.
@@ -78,16 +113,28 @@ class SFTStageConfig(ConfigBase):
     bf16: bool = False
     #: Recompute activations in the backward pass to save memory (large models).
     gradient_checkpointing: bool = False
-    #: Pack several examples into each max_length sequence (needs a flash-attention model; GPU only).
+    #: Pack several examples into each max_length sequence (needs a FlashAttention attn_implementation; GPU only).
     packing: bool = False
+    #: How packing fills sequences: bfd (best fit, padding-free), bfd_split (splits overflow), wrapped (cuts rows).
+    packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
+    #: Flatten each batch into one sequence without padding (needs a FlashAttention attn_implementation; GPU only).
+    padding_free: bool = False
+    #: Attention kernel passed to from_pretrained (e.g. flash_attention_2, sdpa); empty = the transformers default.
+    attn_implementation: str = ""
+    #: Liger kernels (RMSNorm, SwiGLU, RoPE; about +20% tokens/s on GPUs); needs the liger-kernel package.
+    use_liger_kernel: bool = False
     #: A system turn put before every example; empty for none.
     system_prompt: str = ""
-    #: Path of a DeepSpeed JSON config (ZeRO-3 on the cluster); empty for none.
+    #: DeepSpeed: zero2, zero3, zero3_offload (packaged), a JSON file path, or inline JSON; empty for none.
     deepspeed: str = ""
     #: Worker processes of the data loader.
     dataloader_num_workers: int = 0
 
     def validate(self) -> None:
+        deepspeed_configs.validate_name(self.deepspeed)
+        require(not (self.packing or self.padding_free) or _is_flash(self.attn_implementation), "attn_implementation",
+                f"packing and padding_free need a FlashAttention kernel (e.g. flash_attention_2, on GPUs), got "
+                f"{self.attn_implementation or 'the default'!r}")
         require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 (use epochs) or at least 1")
         require(self.epochs > 0, "epochs", "must be above 0")
         require(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
@@ -101,6 +148,10 @@ class SFTStageConfig(ConfigBase):
         require(self.save_steps >= 0, "save_steps", "must be 0 (final model only) or more")
         require(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
         require(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be 0 or more")
+
+
+def _is_flash(attn: str) -> bool:
+    return "flash" in attn.lower()
 
 
 def build_messages(prompt: str, response: str, system_prompt: str = "") -> list[dict]:
@@ -127,10 +178,18 @@ class Prepared:
     resume_from: str | None
     model_path: str
     counts: dict[str, float] = field(default_factory=dict)
+    #: Extra details for the StageResult (e.g. how dpo got its reference log-probs).
+    details: dict[str, Any] = field(default_factory=dict)
+    #: Directories removed once training is done (dpo's file-backed dataset).
+    cleanup: list[Path] = field(default_factory=list)
 
 
-def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> Prepared:
-    """Check the inputs, load the model and build the SFTTrainer (tokenised, masked, truncated data)."""
+def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callbacks: Sequence[Any] = ()) -> Prepared:
+    """Check the inputs, load the model and build the SFTTrainer (tokenised, masked, truncated data).
+
+    Every check that can fail on the inputs runs before the model's weights are loaded. `callbacks` are extra
+    `TrainerCallback`s (the `cai train` command adds one that copies each checkpoint to S3).
+    """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -139,18 +198,10 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> Prepa
     data, out_dir = Path(data), Path(out_dir)
     rows = load_sft_rows(data)
     model_path = resolve_model(model)  # a missing local model fails here, before anything is loaded or written
-    ckpt_dir = out_dir / "checkpoints"
-    # The arguments come before the model: with a DeepSpeed ZeRO-3 config, creating them lets from_pretrained
-    # load the weights already partitioned across ranks.
-    args = SFTConfig(
-        output_dir=str(ckpt_dir),
-        max_length=cfg.max_length,
-        assistant_only_loss=cfg.assistant_only_loss,
-        packing=cfg.packing,
-        **trainer_args(cfg),
-    )
-    policy, tokenizer, _ = load_model_for_training(model_path)
-    max_length = clamp_max_length(args, policy)
+    ds_config = deepspeed_configs.load(cfg.deepspeed)  # missing or unparsable: file, line and column
+    check_liger(cfg.use_liger_kernel, "sft")
+    tokenizer, model_config = load_tokenizer_and_config(model_path, model)
+    max_length = clamp_max_length(cfg.max_length, model_config)
     if cfg.assistant_only_loss and not has_generation_markers(tokenizer):
         raise InputError(f"model '{model}': its chat template does not mark assistant turns with "
                          "{% generation %}, which assistant_only_loss needs; use a template that does, or set "
@@ -159,29 +210,54 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> Prepa
     conversations = [build_messages(r["prompt"], r["response"], cfg.system_prompt) for r in rows]
     lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
                for m in conversations]
-    rows_truncated = sum(n > max_length for n in lengths)
+    long = [(lineno, n) for (lineno, _), n in zip(numbered_rows(data, rows), lengths) if n > max_length]
+    if long and cfg.long_rows == "error":
+        lineno, n = long[0]
+        raise InputError(f"{len(long)} of {len(rows)} rows are longer than max_length={max_length} tokens "
+                         f"(this one: {n}); shorten them, raise sft.max_length or set sft.long_rows: truncate",
+                         path=str(data), line=lineno)
+    rows_truncated = len(long)
     if rows_truncated:
         log.warning("sft: %d of %d rows are longer than max_length=%d tokens and are truncated",
                     rows_truncated, len(rows), max_length)
+
+    ckpt_dir = out_dir / "checkpoints"
+    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
+    if resume_from:
+        check_checkpoint(resume_from, model_config, model, ds_config)
+
+    # The arguments come before the model: with a DeepSpeed ZeRO-3 config, creating them lets from_pretrained
+    # load the weights already partitioned across ranks.
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        max_length=max_length,
+        assistant_only_loss=cfg.assistant_only_loss,
+        packing=cfg.packing,
+        packing_strategy=cfg.packing_strategy,
+        padding_free=cfg.padding_free,
+        **trainer_args(cfg, ds_config),
+    )
+    policy = load_model(model_path, model, half=cfg.bf16 and ds_config is not None,
+                        attn_implementation=cfg.attn_implementation)
     dataset = Dataset.from_list([{"messages": m} for m in conversations])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
     callback = train_log_callback(out_dir / "train_log.jsonl", resume_step=checkpoint_step(resume_from))
     trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[callback])
+                         callbacks=[callback, *callbacks])
     rows_dropped = 0 if cfg.packing else len(rows) - len(trainer.train_dataset)
     if not cfg.packing and len(trainer.train_dataset) == 0:
         raise StageError(f"sft: no trainable rows in {data}: every row lost its response to truncation "
                          f"(max_length={max_length})")
     counts = dict(rows=len(rows), rows_truncated=rows_truncated, rows_dropped=rows_dropped, max_length=max_length,
-                  max_row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths))
+                  max_row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths),
+                  world_size=trainer.args.world_size, zero_stage=deepspeed_configs.zero_stage(ds_config))
     return Prepared(trainer, callback, resume_from, model_path, counts)
 
 
-def run(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path) -> StageResult:
+def run(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callbacks: Sequence[Any] = ()) -> StageResult:
     """Fine-tune `model` on the rows of `data`; write out_dir/model and out_dir/train_log.jsonl."""
-    prepared = prepare(cfg, data, model, out_dir)
+    prepared = prepare(cfg, data, model, out_dir, callbacks)
     return finish(prepared, "sft", cfg, Path(data), model, Path(out_dir))
 
 
@@ -199,12 +275,27 @@ def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: s
     if trainer.is_world_process_zero():
         write_json(out_dir / f"{stage}_config.json", {"config": cfg.to_dict(), "model": model,
                                                       "model_path": prepared.model_path, "data": str(data)})
+    for path in prepared.cleanup:
+        if trainer.is_local_process_zero():
+            shutil.rmtree(path, ignore_errors=True)
     return StageResult(outputs={"model": model_dir, "train_log": callback.path}, metrics=metrics,
-                       details={"resumed_from": prepared.resume_from})
+                       details={"resumed_from": prepared.resume_from, **prepared.details})
 
 
-def trainer_args(cfg: Any) -> dict[str, Any]:
-    """The TrainingArguments common to our SFT and DPO configs (both have these fields)."""
+def trainer_args(cfg: Any, ds_config: dict | None = None) -> dict[str, Any]:
+    """The TrainingArguments common to our SFT and DPO configs (both have these fields).
+
+    `ds_config` is the parsed DeepSpeed config (deepspeed_configs.load); it is passed to TRL as a dict, so the
+    pods need no file. On CPU it also sets up the process group DeepSpeed needs (see `_cpu_deepspeed_state`).
+    """
+    extra: dict[str, Any] = {}
+    if cfg.bf16 and not _cuda_available():
+        stage = "dpo" if "DPO" in type(cfg).__name__ else "sft"
+        raise ConfigError(f"{stage}.bf16: needs a GPU (none is visible here); set {stage}.bf16: false on CPU")
+    if ds_config is not None:
+        _single_process_env()
+        if not _cuda_available():
+            extra["accelerator_config"] = _cpu_deepspeed_state()
     return dict(
         max_steps=cfg.max_steps,
         num_train_epochs=cfg.epochs,
@@ -229,11 +320,13 @@ def trainer_args(cfg: Any) -> dict[str, Any]:
         fp16=False,
         activation_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing=None,
-        deepspeed=cfg.deepspeed or None,
+        use_liger_kernel=cfg.use_liger_kernel,
+        deepspeed=ds_config,
         dataloader_num_workers=cfg.dataloader_num_workers,
         dataloader_pin_memory=_cuda_available(),
         report_to=[],
         disable_tqdm=True,
+        **extra,
     )
 
 
@@ -243,33 +336,125 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def load_model_for_training(name_or_path: str):
-    """(model, tokenizer, resolved path); a missing or unloadable model is an InputError before any training."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
+
+def _single_process_env() -> None:
+    """DeepSpeed needs a process group; outside torchrun, make this process rank 0 of 1 (as `accelerate launch`)."""
+    if "LOCAL_RANK" in os.environ:
+        return
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1",
+                      MASTER_ADDR=os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                      MASTER_PORT=os.environ.get("MASTER_PORT", str(_free_port())))
+
+
+def _cpu_deepspeed_state() -> dict[str, Any]:
+    """DeepSpeed on CPU (tests, laptops): accelerate only starts DeepSpeed's process group with a GPU backend.
+
+    Without this, each of N CPU ranks believes it is alone (train_batch_size then disagrees with DeepSpeed's
+    world size). We start the shared state ourselves, DeepSpeed with the gloo backend, and tell the trainer to use
+    it (`use_configured_state`).
+    """
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    try:
+        PartialState(backend="gloo")
+    finally:
+        del os.environ["ACCELERATE_USE_DEEPSPEED"]
+    return {"use_configured_state": True}
+
+
+def check_liger(enabled: bool, stage: str) -> None:
+    """Liger kernels are optional: their absence is a clear error before anything is loaded."""
+    if not enabled:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ConfigError(f"{stage}.use_liger_kernel: the liger-kernel package is not installed (pip install "
+                          "liger-kernel; it needs a GPU with Triton), or set it to false")
+
+
+def load_tokenizer_and_config(path: str, name: str):
+    """(tokenizer, model config) without the weights: what every input check needs."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot load model '{name}': {exc}") from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"model '{name}' has no chat template; the training stages need one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, config
+
+
+def load_model(path: str, name: str, *, half: bool = False, attn_implementation: str = ""):
+    """The weights, loaded after the trainer arguments (under ZeRO-3 they then load partitioned across ranks).
+
+    `half`: load in bf16 (under DeepSpeed with bf16, which keeps the fp32 master copy in its optimizer);
+    otherwise fp32 (with bf16 and no DeepSpeed the trainer autocasts).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if half else torch.float32}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, ImportError) as exc:
+        raise InputError(f"cannot load model '{name}': {exc}") from None
+
+
+def load_model_for_training(name_or_path: str):
+    """(model in fp32, tokenizer, resolved path); a missing or unloadable model is an InputError."""
     from cai_core.models.tiny import resolve_model
 
     path = resolve_model(name_or_path)
+    tokenizer, _ = load_tokenizer_and_config(path, name_or_path)
+    return load_model(path, name_or_path), tokenizer, path
+
+
+def clamp_max_length(max_length: int, model_config: Any) -> int:
+    """max_length, lowered to the model's position limit (the tiny model has 512)."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit and max_length > limit:
+        log.warning("max_length %d is above the model's %d positions; using %d", max_length, limit, limit)
+        return limit
+    return max_length
+
+
+def check_checkpoint(checkpoint: str, model_config: Any, model: str, ds_config: dict | None) -> None:
+    """Refuse to resume from a checkpoint of another model, or a DeepSpeed one written by another number of ranks."""
+    ckpt = Path(checkpoint)
+    config_file = ckpt / "config.json"
+    if not config_file.exists():
+        raise InputError(f"checkpoint has no config.json: not a checkpoint of this stage; delete {ckpt.parent} "
+                         "or set resume: false", path=str(ckpt))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot load model '{name_or_path}': {exc}") from None
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError(f"model '{name_or_path}' has no chat template; the training stages need one")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, path
-
-
-def clamp_max_length(args: Any, model: Any) -> int:
-    """max_length, lowered to the model's position limit (the tiny model has 512); sets it on the TRL args."""
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit and args.max_length > limit:
-        log.warning("max_length %d is above the model's %d positions; using %d", args.max_length, limit, limit)
-        args.max_length = limit
-    return args.max_length
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"checkpoint config.json is not valid JSON ({exc})", path=str(config_file)) from None
+    ours = model_config.to_dict()
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, model {ours.get(k)!r}" for k in SHAPE_KEYS
+             if (k in saved or k in ours) and saved.get(k) != ours.get(k)]
+    if diffs:
+        raise InputError(f"checkpoint was written for another model than '{model}' ({'; '.join(diffs)}); delete "
+                         f"{ckpt.parent} or train into a fresh output directory", path=str(ckpt))
+    shards = list(ckpt.glob("global_step*/*zero_pp_rank_*_optim_states.pt"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if ds_config is not None and shards and len(shards) != world:
+        raise InputError(f"checkpoint holds DeepSpeed state of {len(shards)} ranks, but this run has {world}; "
+                         "resume with the same nodes x GPUs, or delete it", path=str(ckpt))
+    if ds_config is not None and not shards and list(ckpt.glob("global_step*")):
+        raise InputError("checkpoint's DeepSpeed state has no optimizer shards (incomplete copy?)", path=str(ckpt))
 
 
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -309,7 +494,9 @@ class TrainLog:
     """Records one JSON row per logged step into `path` (rewritten atomically each time; main process only).
 
     The trainer's end-of-training summary (train_runtime, train_loss, ...) is kept in `summary`, not in the
-    file. On resume, rows of the steps up to the checkpoint are kept from the previous run's file.
+    file. On resume, rows of the steps up to the checkpoint are kept from the previous run's file. Each row also
+    gets ``tokens_per_s``: the tokens of all ranks (TRL's num_tokens) trained since the previous row, per
+    second of wall time.
     Use `train_log_callback(...)` for the `TrainerCallback` (built lazily: importing this module stays cheap).
     """
 
@@ -318,9 +505,13 @@ class TrainLog:
         self.rows: list[dict] = []
         self.summary: dict[str, Any] = {}
         self.non_finite: list[tuple[int, str]] = []
+        self._mark: tuple[float, float | None] | None = None  # (time, num_tokens) of the previous row
         if resume_step is not None and self.path.exists():
             old = read_jsonl(self.path, allow_empty=True)
             self.rows = [r for r in old if isinstance(r.get("step"), int) and r["step"] <= resume_step]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._mark = (time.perf_counter(), 0.0 if state.global_step == 0 else None)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -334,6 +525,12 @@ class TrainLog:
             if plain is None and value is not None:
                 self.non_finite.append((state.global_step, key))
             row[key] = plain
+        tokens, now = row.get("num_tokens"), time.perf_counter()
+        if isinstance(tokens, (int, float)) and self._mark is not None:
+            then, before = self._mark
+            if before is not None and now > then:
+                row["tokens_per_s"] = (tokens - before) / (now - then)
+            self._mark = (now, float(tokens))
         self.rows.append(row)
         if state.is_world_process_zero:
             write_jsonl(self.path, self.rows)

@@ -1,0 +1,99 @@
+"""`LauncherConfig`: where the sft and dpo stages train, and the PyTorchJob's shape.
+
+The run config's ``train`` section. ``launcher: local`` (the laptop default)
+trains in the step's own process; ``launcher: pytorchjob`` makes the step a
+small launcher that creates a Kubeflow PyTorchJob on GPU nodes, streams its
+master's log, and collects the trained model from S3 (cai_core/k8s/launcher.py).
+
+Fields left empty (or null) take their value from the run's ``cluster``
+section (cai_core/cluster.py, owned by the cluster settings): the trainer
+image, node selector, tolerations, /dev/shm size, Secret references, plain
+env, image pull settings and namespace. So a cluster config only states what
+differs for training.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cai_core.cluster import (SecretsConfig, Toleration, image_reference_problem, is_dns_label, is_label_key,
+                              is_label_value)
+from cai_core.configbase import ConfigBase, require
+
+_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
+_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+
+
+@dataclass(frozen=True)
+class LauncherConfig(ConfigBase):
+    """Where sft and dpo train: in process, or as a PyTorchJob on GPU nodes."""
+
+    #: local: train in this process (CPU or the local GPUs); pytorchjob: launch and watch a Kubeflow PyTorchJob.
+    launcher: Literal["local", "pytorchjob"] = "local"
+    #: Nodes of the job: 1 = a master pod only; N = a master and N-1 workers (torchrun across nodes).
+    nodes: int = 1
+    #: GPUs per pod: nprocPerNode and the nvidia.com/gpu limit of every pod.
+    gpus_per_node: int = 8
+    #: Trainer image of the job's pods; empty = env CAI_TRAINER_IMAGE, else the cluster's trainer image.
+    image: str = ""
+    #: Namespace of the job; empty = the launcher pod's own namespace, else cluster.namespace.
+    namespace: str = ""
+    #: Node labels the job's pods must match; null = cluster.node_selector (the H100 nodes).
+    node_selector: dict[str, str] | None = None
+    #: Taints the job's pods tolerate; null = cluster.tolerations.
+    tolerations: tuple[Toleration, ...] | None = None
+    #: Size of each pod's memory-backed /dev/shm (NCCL); empty = cluster.shm_size.
+    shm_size: str = ""
+    #: CPU request of each pod.
+    cpu: str = "64"
+    #: Memory request and limit of each pod (ZeRO-3 checkpoints pass through host memory).
+    memory: str = "640Gi"
+    #: Size limit of each pod's scratch volume (/scratch: the model, data and checkpoints before upload); empty = none.
+    scratch_size: str = ""
+    #: Secret keys given to the job's pods (S3 keys, HF token; never the teacher key); null = cluster.secrets.
+    secrets: SecretsConfig | None = None
+    #: Plain environment variables of the job's pods, over cluster.env (e.g. NCCL_DEBUG=INFO); never secrets.
+    env: dict[str, str] = field(default_factory=dict)
+    #: Service account of the job's pods (IRSA / workload identity for S3); empty = cluster.service_account.
+    service_account: str = ""
+    #: Times the operator restarts a failed pod (restartPolicy OnFailure); the trainer resumes from the last checkpoint.
+    restarts: int = 2
+    #: Seconds the launcher waits for the job before deleting it; 0 = no limit of its own (the pod deadline applies).
+    timeout_s: int = 0
+    #: Seconds between status checks (each a watch of at most this long).
+    poll_interval_s: float = 10.0
+    #: Seconds a finished job (and its failed pods, for their logs) is kept before the operator removes it.
+    ttl_after_finished_s: int = 86400
+    #: Where the job reads its inputs and writes checkpoints and the model; empty = <run root>/_train/<step>.
+    work_uri: str = ""
+    #: Stream the master pod's log into this process's log.
+    stream_logs: bool = True
+
+    def validate(self) -> None:
+        require(1 <= self.nodes <= 512, "nodes", f"must be between 1 and 512, got {self.nodes}")
+        require(1 <= self.gpus_per_node <= 64, "gpus_per_node", f"must be between 1 and 64, got {self.gpus_per_node}")
+        if self.image:
+            problem = image_reference_problem(self.image)
+            require(problem is None, "image", f"image {problem}")
+        require(not self.namespace or is_dns_label(self.namespace), "namespace",
+                f"{self.namespace!r} is not a valid namespace name")
+        for key, value in (self.node_selector or {}).items():
+            require(is_label_key(key), "node_selector", f"{key!r} is not a valid label key")
+            require(is_label_value(value), "node_selector", f"{key}: {value!r} is not a valid label value")
+        require(bool(_CPU.match(self.cpu)), "cpu", f"{self.cpu!r} is not a CPU quantity (e.g. 64, 500m)")
+        for name in ("memory", "shm_size", "scratch_size"):
+            value = getattr(self, name)
+            require(not value and name != "memory" or bool(_MEMORY.match(value)), name,
+                    f"{value!r} is not a memory quantity (e.g. 64Gi)")
+        for key in self.env:
+            require(bool(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key)), "env", f"{key!r} is not a variable name")
+            require(not any(w in key.upper() for w in ("SECRET", "TOKEN", "PASSWORD", "API_KEY")), "env",
+                    f"{key!r} looks like a secret: reference it from a Secret under train.secrets instead")
+        require(0 <= self.restarts <= 100, "restarts", f"must be between 0 and 100, got {self.restarts}")
+        require(self.timeout_s >= 0, "timeout_s", "must be 0 (none) or more")
+        require(0.05 <= self.poll_interval_s <= 600, "poll_interval_s", "must be between 0.05 and 600 seconds")
+        require(self.ttl_after_finished_s >= 0, "ttl_after_finished_s", "must be 0 or more")
+
+
+__all__ = ["LauncherConfig"]
