@@ -146,37 +146,14 @@ def metrics(in_path, field):
     click.echo(json.dumps(collapse_metrics([r[field] for r in rows]), indent=2, sort_keys=True))
 
 
-@cli.command()
-@click.option("--in", "in_path", required=True, type=click.Path(dir_okay=False), help="JSONL input.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="JSONL output (written atomically).")
-@click.option("--field", "fields", multiple=True, default=("response",), show_default=True,
-              help="Field to clean; give it twice for pairs.")
-@click.option("--prompt-field", default="prompt", show_default=True, help="Field with the prompt (sets the target language).")
-@click.option("--variant", type=click.Choice(["none", "rule"]), default="rule", show_default=True)
-def clean(in_path, out_path, fields, prompt_field, variant):
-    """Clean your own data: adds <field>_cleaned and <field>_cleanup to every row."""
-    from cai_core import records
-    from cai_core.stages.clean import CleanConfig, clean_rows
-
-    cfg = CleanConfig(variant=variant, prompt_field=prompt_field)
-    rows = records.read_jsonl(in_path)
-    cleaned, counts = clean_rows(cfg, rows, tuple(fields), in_path)
-    records.write_jsonl(out_path, cleaned)
-    click.echo(json.dumps(counts, sort_keys=True))
-
-
-from cai_core.discover_commands import discover_cmd  # noqa: E402
-
-cli.add_command(discover_cmd)
-
-
 def _register() -> None:
     from cai_core.cli_cluster import compile_cmd, submit_cmd
     from cai_core.discover_commands import discover_cmd
     from cai_core.eval_commands import evaluate_cmd
+    from cai_core.teacher_commands import clean_cmd, judge_cmd
     from cai_core.train_commands import train_cmd
 
-    for command in (compile_cmd, submit_cmd, evaluate_cmd, discover_cmd, train_cmd):
+    for command in (compile_cmd, submit_cmd, evaluate_cmd, discover_cmd, train_cmd, clean_cmd, judge_cmd):
         cli.add_command(command)
 
 

@@ -16,7 +16,6 @@ report, metrics and work files to ``--report-dir`` (default ``<out>.discover/``)
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import click
@@ -28,34 +27,11 @@ _SET_HELP = ("Override one config value, e.g. --set discover.clusters=24 or --se
 
 
 def load_sections(config: str | None, overrides: tuple[str, ...]):
-    """(DiscoverConfig, TeacherConfig, ModelConfig) from the defaults, `config` and `overrides`.
+    """(DiscoverConfig, TeacherConfig, ModelConfig) from the defaults, `config` and `overrides`."""
+    from cai_core.config import load_run_config
 
-    Works whether or not RunConfig has a `discover` section yet: without one, the
-    `discover` keys of the file and of the overrides are read here and the rest goes
-    through `load_run_config`.
-    """
-    from cai_core import config as config_mod
-    from cai_core.stages.discover import DiscoverConfig
-
-    if "discover" in config_mod.RunConfig.field_types():
-        cfg = config_mod.load_run_config(config, list(overrides))
-        return cfg.discover, cfg.teacher, cfg.model
-    data = config_mod._read_yaml(Path(config)) if config else {}
-    section = dict(data.pop("discover", None) or {})
-    rest = []
-    for item in overrides:
-        parts, value = config_mod.parse_override(item)
-        if parts[0] == "discover":
-            section = config_mod.apply_overrides({"discover": section}, [item])["discover"]
-        else:
-            rest.append(item)
-    try:
-        base = config_mod._merge(config_mod._read_yaml(config_mod.default_config_path()), data)
-        run_cfg = config_mod.RunConfig.from_dict(config_mod.apply_overrides(copy.deepcopy(base), rest))
-        discover_cfg = DiscoverConfig.from_dict(section, path="discover")
-    except CaiError as exc:
-        raise type(exc)(f"{config}: {exc}" if config else str(exc)) from None
-    return discover_cfg, run_cfg.teacher, run_cfg.model
+    cfg = load_run_config(config, list(overrides))
+    return cfg.discover, cfg.teacher, cfg.model
 
 
 def _teacher(teacher, model, base_url, model_name, standin: bool, journal: str):
@@ -63,14 +39,10 @@ def _teacher(teacher, model, base_url, model_name, standin: bool, journal: str):
         from cai_core.testing.standin_teacher import StandInTeacher
 
         return StandInTeacher()
-    from cai_core.llm import load_teacher, teacher_is_remote
+    from cai_core.teacher_commands import command_teacher
 
-    if not teacher_is_remote(teacher, base_url) and model.name_or_path == "tiny":
-        raise CaiError("cai discover needs a teacher model that can write principles: set OPENAI_API_KEY (OpenAI) "
-                       "or OPENAI_BASE_URL / --base-url (any OpenAI-compatible server, e.g. vLLM), or set "
-                       "teacher.backend: local with a real model.name_or_path (--standin runs the deterministic "
-                       "stand-in teacher used by the tests; it is not a model)")
-    return load_teacher(teacher, model, journal=journal, base_url=base_url, model_name=model_name)
+    return command_teacher(teacher, model, base_url=base_url, model_name=model_name, journal=journal,
+                           command="cai discover (or --standin, the deterministic stand-in used by the tests)")
 
 
 @click.command("discover")

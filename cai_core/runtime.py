@@ -53,6 +53,12 @@ def _policy(c, path: str):
     return load_policy_model(path, c["model"])
 
 
+def _teacher(c, p):
+    """The run's teacher (endpoint or in-process policy), journaling its requests under `<run_root>/journal/<step>`."""
+    from cai_core.llm import load_teacher
+    return load_teacher(c["teacher"], c["model"], journal=p.get("_journal"))
+
+
 def _closing(llm, work):
     try:
         return work(llm)
@@ -69,7 +75,11 @@ def _revise(c, i, o, p):
 def _clean(fields: tuple[str, ...], sft_field: str | None):
     def call(c, i, o, p):
         from cai_core.stages import clean
-        result = clean.run(c["section"], i["rows"] / _main_file(i["rows"]), o, fields)
+        rows = i["rows"] / _main_file(i["rows"])
+        if c["section"].variant in clean.LLM_VARIANTS:
+            result = _closing(_teacher(c, p), lambda llm: clean.run(c["section"], rows, o, fields, llm=llm))
+        else:
+            result = clean.run(c["section"], rows, o, fields)
         if sft_field:
             rows = clean.to_sft_rows(records.read_jsonl(result.outputs["rows"]), sft_field)
             result.outputs["sft"] = o / "sft.jsonl"
@@ -98,15 +108,13 @@ def _pairs(c, i, o, p):
 
 
 def _discover(c, i, o, p):
-    from cai_core.llm import load_teacher
     from cai_core.stages import discover
     cfg = c["section"]
-    return discover.run(cfg, discover.resolve_source(cfg, o), o, llm=load_teacher(c["teacher"], c["model"]))
+    return _closing(_teacher(c, p), lambda llm: discover.run(cfg, discover.resolve_source(cfg, o), o, llm=llm))
 
 
 def _judge(c, i, o, p):
     from cai_core.errors import ConfigError
-    from cai_core.llm import load_teacher
     from cai_core.stages import judge
     cfg = c["section"]
     if "constitution" in i:  # the discover step's output (judge.constitution: discover)
@@ -114,7 +122,7 @@ def _judge(c, i, o, p):
     elif cfg.constitution == "discover":
         raise ConfigError("judge.constitution: 'discover' needs the discover step's output; run the pipeline, "
                           "or run `cai discover` and set judge.constitution to the YAML it wrote")
-    return judge.run(cfg, i["pairs"] / "cleaned.jsonl", o, llm=load_teacher(c["teacher"], c["model"]))
+    return _closing(_teacher(c, p), lambda llm: judge.run(cfg, i["pairs"] / "cleaned.jsonl", o, llm=llm))
 
 
 def _dpo(c, i, o, p):
@@ -159,10 +167,10 @@ STEPS: dict[str, Step] = {
     "prepare_prompts": Step(("prompts",), _prepare),
     "prepare_eval": Step(("eval_prompts",), _prepare),
     "revise": Step(("revise", "model"), _revise),
-    "clean_revisions": Step(("clean",), _clean(("final",), sft_field="final")),
+    "clean_revisions": Step(("clean", "teacher", "model"), _clean(("final",), sft_field="final")),
     "sft": Step(("sft", "model", "train"), _sft),
     "pairs": Step(("pairs", "model"), _pairs),
-    "clean_pairs": Step(("clean",), _clean(("response_a", "response_b"), sft_field=None)),
+    "clean_pairs": Step(("clean", "teacher", "model"), _clean(("response_a", "response_b"), sft_field=None)),
     "discover": Step(("discover", "teacher", "model"), _discover),
     "judge": Step(("judge", "teacher", "model"), _judge),
     "dpo": Step(("dpo", "train"), _dpo),
@@ -257,7 +265,8 @@ def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_ro
         log(f"{step}: started")
         out.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        result = STEPS[step].call(cfgs, in_paths, out, {**params, "_run_root": run_root})
+        result = STEPS[step].call(cfgs, in_paths, out, {**params, "_run_root": run_root,
+                                                                  "_journal": storage.join(run_root, "journal", step)})
         stage = {"step": step, "fingerprint": fp, "cai_version": cai_core.__version__,
                  "metrics": result.finite_metrics(), "details": result.details,
                  "outputs": {k: str(Path(v).relative_to(out)) for k, v in result.outputs.items()},

@@ -20,7 +20,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+import click
+
 from cai_core import storage
+from cai_core.errors import CaiError
 from cai_core.llm.client import ClientConfig, client_config_from
 from cai_core.llm.openai_backend import OpenAIChatModel
 
@@ -36,6 +39,19 @@ def teacher_model(client_cfg: Any, out_dir: str | os.PathLike, journal_dir: str 
     cfg = client_config_from(client_cfg if client_cfg is not None else ClientConfig(), base_url=base_url, model=model)
     journal = journal_dir if journal_dir is not None else storage.join(os.fspath(out_dir), JOURNAL_DIR)
     return OpenAIChatModel(cfg, journal=journal, storage_cfg=storage_cfg, desc=desc)
+
+
+def command_teacher(teacher: Any, model: Any, *, base_url: str | None, model_name: str | None, journal: str,
+                    command: str):
+    """The teacher of a standalone command (`load_teacher` with the --base-url / --model overrides),
+    refusing the tiny demo model, which cannot follow a cleanup or judging contract."""
+    from cai_core.llm import load_teacher, teacher_is_remote
+
+    if not teacher_is_remote(teacher, base_url) and model.name_or_path == "tiny":
+        raise CaiError(f"{command} needs a teacher model: set OPENAI_API_KEY (OpenAI) or OPENAI_BASE_URL / "
+                       "--base-url (any OpenAI-compatible server, e.g. vLLM) and --model, or set "
+                       "teacher.backend: local with a real model.name_or_path")
+    return load_teacher(teacher, model, journal=journal, base_url=base_url, model_name=model_name)
 
 
 def judge_file(pairs_path: str | os.PathLike, out_dir: str | os.PathLike, judge_cfg: Any = None, client_cfg: Any = None,
@@ -76,4 +92,82 @@ def describe_endpoint(client_cfg: Any = None, *, base_url: str | None = None, mo
     return json.dumps({"base_url": url, "base_url_from": source, "model": cfg.model, "api_key_from": key})
 
 
-__all__ = ["JOURNAL_DIR", "describe_endpoint", "judge_file", "teacher_model"]
+# ---------------------------------------------------------------- the commands
+
+_SET_HELP = "Override one config value, e.g. --set clean.llm.batch_size=16 (repeatable; read as YAML)."
+_BASE_URL_HELP = ("OpenAI-compatible endpoint of the teacher (default: teacher.base_url, else OPENAI_BASE_URL, "
+                  "else the OpenAI API when OPENAI_API_KEY is set).")
+
+
+def _run_config(config: str | None, overrides: tuple[str, ...]):
+    from cai_core.config import load_run_config
+
+    return load_run_config(config, list(overrides))
+
+
+@click.command("clean")
+@click.option("--in", "in_path", required=True, type=click.Path(dir_okay=False), help="JSONL input.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="JSONL output (written atomically).")
+@click.option("--field", "fields", multiple=True, default=("response",), show_default=True,
+              help="Field to clean; give it twice for pairs.")
+@click.option("--prompt-field", default="prompt", show_default=True,
+              help="Field with the prompt (sets the target language).")
+@click.option("--variant", type=click.Choice(["none", "rule", "llm", "hybrid"]), default="rule", show_default=True,
+              help="rule: deterministic fixes; llm: every text to the teacher, verified; hybrid: rules, then the "
+                   "teacher only where detectors still fire.")
+@click.option("--config", type=click.Path(dir_okay=False), help="Run config YAML; its clean and teacher sections are used.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--base-url", help=_BASE_URL_HELP)
+@click.option("--model", "model_name", help="Teacher model name at the endpoint (default: teacher.model).")
+@click.option("--journal", "journal_dir", help="Request journal folder, local or s3:// (default: <out>.clean/journal); "
+              "rerunning resumes from it.")
+def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, overrides, base_url, model_name, journal_dir):
+    """Clean your own data: adds <field>_cleaned and <field>_cleanup to every row.
+
+    \b
+    Prints the counts per reason code as JSON. With --variant llm or hybrid the
+    teacher's replies are verified (stance kept, nothing added, not longer); a reply
+    that fails falls back to the rule output and is counted with its reason.
+    """
+    from cai_core.stages.clean import LLM_VARIANTS, clean_file
+
+    cfg = _run_config(config, overrides)
+    llm = None
+    if variant in LLM_VARIANTS:
+        journal = journal_dir or storage.join(f"{out_path}.clean", JOURNAL_DIR)
+        llm = command_teacher(cfg.teacher, cfg.model, base_url=base_url, model_name=model_name, journal=journal,
+                              command=f"cai clean --variant {variant}")
+    try:
+        metrics = clean_file(in_path, out_path, fields, prompt_field, variant, llm=llm, cfg=cfg.clean)
+    finally:
+        getattr(llm, "close", lambda: None)()
+    click.echo(json.dumps(metrics, sort_keys=True))
+
+
+@click.command("judge")
+@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False),
+              help="JSONL with prompt, response_a and response_b per line (the pairs step's cleaned.jsonl works).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for train.jsonl, test.jsonl, verdicts.jsonl and metrics.json.")
+@click.option("--config", type=click.Path(dir_okay=False), help="Run config YAML; its judge and teacher sections are used.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--base-url", help=_BASE_URL_HELP)
+@click.option("--model", "model_name", help="Judge model name at the endpoint (default: teacher.model).")
+@click.option("--journal", "journal_dir", help="Request journal folder, local or s3:// (default: <out>/journal); "
+              "rerunning resumes from it.")
+def judge_cmd(pairs_path, out_dir, config, overrides, base_url, model_name, journal_dir):
+    """Judge preference pairs with a remote teacher under the constitution.
+
+    \b
+    Each pair is asked in both orders with a principle drawn per pair; pairs the
+    judge cannot decide, or decides inconsistently, are dropped and counted. Prints
+    the metrics (kept pairs, agreement, the teacher's requests, tokens and cost).
+    """
+    cfg = _run_config(config, overrides)
+    result = judge_file(pairs_path, out_dir, cfg.judge, cfg.teacher, journal_dir, base_url=base_url, model=model_name)
+    click.echo(json.dumps(result.metrics, sort_keys=True))
+
+
+__all__ = ["JOURNAL_DIR", "clean_cmd", "command_teacher", "describe_endpoint", "judge_cmd", "judge_file",
+           "teacher_model"]

@@ -449,21 +449,38 @@ def test_cli_style_file_cleaning_keeps_all_fields_for_pairs(tmp_path):
         clean_file(src, tmp_path / "out.jsonl", ["a", "a"])
 
 
-def test_clean_file_with_the_cli_teacher_wiring(tmp_path, no_openai_env):
-    """What `cai clean --variant hybrid --base-url URL --model NAME` does (teacher_commands.teacher_model)."""
-    from cai_core.teacher_commands import teacher_model
+def test_cai_clean_hybrid_against_an_openai_compatible_server(tmp_path, no_openai_env):
+    from click.testing import CliRunner
+
+    from cai_core.cli import cli
     from cai_core.testing.sim_openai import SimServer
 
     src = tmp_path / "in.jsonl"
     records.write_jsonl(src, [{"prompt": p, "response": t} for p, t, _ in LOOPS] + [{"prompt": "q", "response": "Hi. :)"}])
     out = tmp_path / "out.jsonl"
     with SimServer(reply_fn=_sim_reply(good_cleaner)) as sim:
-        llm = teacher_model(None, f"{out}.clean", base_url=sim.base_url, model="sim-model", desc="clean")
-        try:
-            metrics = clean_file(src, out, ["response"], variant="hybrid", llm=llm)
-        finally:
-            llm.close()
+        args = ["clean", "--in", str(src), "--out", str(out), "--variant", "hybrid", "--base-url", sim.base_url,
+                "--model", "sim-model"]
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        requests = sim.stats()["requests"]
+        again = CliRunner().invoke(cli, args, catch_exceptions=False)  # resumed from the journal
+        assert sim.stats()["requests"] == requests, "the rerun paid for requests the journal holds"
     rows = records.read_jsonl(out)
     assert [r["response_cleaned"] for r in rows] == [e for _, _, e in LOOPS] + ["Hi."]
+    metrics = json.loads(result.stdout)
     assert metrics["llm_sent"] == 2 and metrics["llm_share"] == pytest.approx(2 / 3)
-    assert (tmp_path / "out.jsonl.clean" / "journal").exists()
+    assert json.loads(again.stdout)["llm_sent"] == 2
+    assert (tmp_path / "out.jsonl.clean" / "journal").exists() and requests >= 2
+
+
+def test_cai_clean_llm_without_a_teacher_says_how_to_get_one(tmp_path, no_openai_env):
+    from click.testing import CliRunner
+
+    from cai_core.cli import cli
+
+    src = tmp_path / "in.jsonl"
+    records.write_jsonl(src, [{"prompt": "q", "response": "Hi. :)"}])
+    result = CliRunner().invoke(cli, ["clean", "--in", str(src), "--out", str(tmp_path / "o.jsonl"), "--variant", "llm"])
+    assert result.exit_code != 0 and "--base-url" in str(result.exception)
+    assert not (tmp_path / "o.jsonl").exists()

@@ -1,6 +1,7 @@
 """The async teacher client against the simulated server: retries, limits, error budget, bad input, batch mode, judge."""
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -292,6 +293,24 @@ def test_judge_file_keeps_its_journal_beside_the_output(sim, tmp_path):
     r2 = judge_file(pairs, out, judge.JudgeConfig(test_fraction=0.0), ClientConfig(), base_url=sim.base_url, model=MODEL)
     assert r2.metrics["teacher_requests_from_journal"] == 12 and r2.metrics["teacher_requests_sent"] == 0
     assert sim.stats()["served_total"] == 12
+
+
+def test_cai_judge_command(sim, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cai_core.cli import cli
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    out, journal = tmp_path / "verdicts", tmp_path / "elsewhere" / "journal"
+    args = ["judge", "--pairs", str(_pairs(tmp_path)), "--out", str(out), "--base-url", sim.base_url,
+            "--model", MODEL, "--set", "judge.test_fraction=0.0", "--journal", str(journal)]
+    first = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    metrics = json.loads(first.stdout)
+    assert metrics["teacher_requests_sent"] == 12 and journal.is_dir() and not (out / "journal").exists()
+    assert {p.name for p in out.iterdir()} >= {"train.jsonl", "verdicts.jsonl", "metrics.json"}
+    again = json.loads(CliRunner().invoke(cli, args, catch_exceptions=False).stdout)
+    assert again["teacher_requests_from_journal"] == 12 and again["teacher_requests_sent"] == 0
 
 
 def test_client_config_is_documented_and_validated():

@@ -42,5 +42,5 @@ def test_file_tree_names_real_paths():
 def test_cli_help_teaches():
     out = subprocess.run([sys.executable, "-m", "cai_core.cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert "cai run" in out and "cai init" in out
-    for command in ("run", "init", "config", "clean", "metrics"):
+    for command in ("run", "init", "config", "clean", "judge", "metrics", "train", "discover", "evaluate"):
         assert re.search(rf"^\s+{command}\s", out, re.M), command

@@ -277,7 +277,7 @@ def call(c: dict, i: Mapping[str, Path], o: Path, p: Mapping) -> StageResult:
     names = [n.strip() for n in str(p.get("models", "base,sft,dpo")).split(",") if n.strip()]
     paths = {"base": p["base_model"], "sft": str(Path(i["sft"]) / "model"), "dpo": str(Path(i["dpo"]) / "model")}
     models = {n: paths[n] for n in names if n in paths}
-    judge = load_teacher(c["teacher"], c["model"]) if "teacher" in c else None
+    judge = load_teacher(c["teacher"], c["model"], journal=p.get("_journal")) if "teacher" in c else None
     try:
         return run(c["section"], Path(i["prompts"]) / "prompts.jsonl", models, o,
                    load_model=policy_loader(c["model"], c.get("vllm")), judge=judge)

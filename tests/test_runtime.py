@@ -1,0 +1,53 @@
+"""runtime.execute: the code every component calls (fingerprinted reuse, teacher wiring, journal)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cai_core import records
+from cai_core.config import RunConfig
+from cai_core.runtime import execute, payload
+from cai_core.testing.sim_openai import SimServer
+from test_llm_clean import LOOPS, _sim_reply, good_cleaner
+
+
+@pytest.fixture
+def revisions(tmp_path):
+    art = tmp_path / "revise"
+    art.mkdir()
+    rows = [{"id": str(n), "prompt": p, "final": t} for n, (p, t, _) in enumerate(LOOPS)]
+    rows.append({"id": "x", "prompt": "q", "final": "Hi. Hi. Hi. :)"})
+    records.write_jsonl(art / "revisions.jsonl", rows)
+    return art
+
+
+def _clean(cfg: RunConfig, revisions, tmp_path, out: str) -> dict:
+    return execute("clean_revisions", payload(cfg, "clean_revisions"), {"rows": str(revisions)},
+                   str(tmp_path / out), str(tmp_path / "run"))
+
+
+def test_rule_clean_step_is_reused_when_nothing_changed(revisions, tmp_path, capfd):
+    cfg = RunConfig().replace(clean=RunConfig().clean.replace(variant="rule"))
+    first = _clean(cfg, revisions, tmp_path, "a")
+    second = _clean(cfg, revisions, tmp_path, "b")
+    assert first["fingerprint"] == second["fingerprint"] and "clean_revisions: reused" in capfd.readouterr().err
+    assert (tmp_path / "b" / "sft.jsonl").read_text() == (tmp_path / "a" / "sft.jsonl").read_text()
+    other = _clean(cfg.replace(clean=cfg.clean.replace(variant="none")), revisions, tmp_path, "c")
+    assert other["fingerprint"] != first["fingerprint"] and other["metrics"]["changed"] == 0
+
+
+def test_hybrid_clean_step_asks_the_teacher_and_journals(revisions, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with SimServer(reply_fn=_sim_reply(good_cleaner)) as sim:
+        base = RunConfig()
+        cfg = base.replace(clean=base.clean.replace(variant="hybrid"),
+                           teacher=base.teacher.replace(base_url=sim.base_url, model="sim-model"))
+        stage = _clean(cfg, revisions, tmp_path, "a")
+        sent = sim.stats()["requests"]
+    assert stage["metrics"]["llm_sent"] == 2 and sent >= 2
+    journal = tmp_path / "run" / "journal" / "clean_revisions"
+    assert journal.is_dir() and any(journal.rglob("*"))
+    sft = {r["id"]: r["response"] for r in records.read_jsonl(tmp_path / "a" / "sft.jsonl")}
+    assert [sft[str(n)] for n in range(len(LOOPS))] == [e for _, _, e in LOOPS]
+    assert json.loads((tmp_path / "run" / "clean_revisions" / "_stage.json").read_text())["metrics"]["llm_sent"] == 2
