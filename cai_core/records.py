@@ -106,10 +106,19 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
         raise
 
 
+def json_line(row: Mapping[str, Any]) -> bytes:
+    """One JSONL line as UTF-8; a row holding a lone surrogate (read from a JSON escape) keeps it escaped."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        return (line + "\n").encode("utf-8")
+    except UnicodeEncodeError:
+        return (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows atomically; return how many were written."""
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write(path, "".join(line + "\n" for line in lines))
+    """Write rows atomically (complete or not at all); return how many were written."""
+    lines = [json_line(row) for row in rows]
+    atomic_write(path, b"".join(lines))
     return len(lines)
 
 

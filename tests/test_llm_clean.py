@@ -291,7 +291,7 @@ def test_variants_through_the_sim_server_and_the_openai_backend(tmp_path, no_ope
 
     rows = _data() + [{"id": f"loop{i}", "prompt": p, "response": t} for i, (p, t, _) in enumerate(LOOPS)]
     src = tmp_path / "rows.jsonl"
-    clean.write_rows(src, rows)  # the corpus holds a lone surrogate (a JSON escape)
+    records.write_jsonl(src, rows)  # the corpus holds a lone surrogate (a JSON escape)
     with SimServer(reply_fn=_sim_reply(good_cleaner)) as sim:
         llm = _teacher(sim, str(tmp_path / "journal"))
         (tmp_path / "o").mkdir()

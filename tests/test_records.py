@@ -59,3 +59,14 @@ def test_row_id_is_stable_and_content_based():
     assert records.row_id("a", 1) == records.row_id("a", 1)
     assert records.row_id("a", 1) != records.row_id("a", 2)
     assert len(records.row_id("x")) == 16
+
+
+def test_lone_surrogate_round_trips_as_an_escape(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"text": "half a pair \\ud83d here", "emoji": "\\ud83d\\ude0a"}\n')
+    rows = records.read_jsonl(path)
+    assert rows[0]["text"] == "half a pair \ud83d here"
+    assert records.write_jsonl(tmp_path / "copy.jsonl", rows) == 1
+    assert records.read_jsonl(tmp_path / "copy.jsonl") == rows
+    records.write_jsonl(tmp_path / "plain.jsonl", [{"emoji": "\U0001F60A"}])
+    assert "\U0001F60A" in (tmp_path / "plain.jsonl").read_text(encoding="utf-8")

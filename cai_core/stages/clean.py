@@ -414,20 +414,6 @@ def clean_text(cfg: CleanConfig, text: str, prompt: str | None, llm: ChatModel |
 # --------------------------------------------------------------------------- files
 
 
-def _json_line(row: dict) -> bytes:
-    line = json.dumps(row, ensure_ascii=False)
-    try:
-        return (line + "\n").encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (from a JSON escape): keep it as an escape
-        return (json.dumps(row, ensure_ascii=True) + "\n").encode("ascii")
-
-
-def write_rows(path: str | Path, rows: list[dict]) -> int:
-    """Write rows as JSONL atomically (complete or not at all); lone surrogates stay JSON escapes."""
-    records.atomic_write(path, b"".join(_json_line(r) for r in rows))
-    return len(rows)
-
-
 def stage_metrics(counts: dict) -> dict[str, float]:
     metrics = {k: float(v) for k, v in counts.items()}
     texts = counts.get("texts", 0)
@@ -443,7 +429,7 @@ def run(cfg: CleanConfig, rows_path: Path, out_dir: Path, fields: tuple[str, ...
     rows = records.read_jsonl(rows_path, max_line_bytes=cfg.max_row_bytes)
     cleaned, counts = clean_rows(cfg, rows, fields, str(rows_path), llm)
     out = Path(out_dir) / "cleaned.jsonl"
-    write_rows(out, cleaned)
+    records.write_jsonl(out, cleaned)
     return StageResult(outputs={"rows": out}, metrics=stage_metrics(counts))
 
 
@@ -461,7 +447,7 @@ def clean_file(in_path: str | Path, out_path: str | Path, fields: Sequence[str],
                           "(any OpenAI-compatible server) or OPENAI_API_KEY, and --model")
     rows = records.read_jsonl(in_path, max_line_bytes=cfg.max_row_bytes)
     cleaned, counts = clean_rows(cfg, rows, tuple(fields), str(in_path), llm)
-    write_rows(out_path, cleaned)
+    records.write_jsonl(out_path, cleaned)
     return stage_metrics(counts)
 
 
