@@ -59,7 +59,7 @@ _REFUSAL_RES = [
     # "I can't help with ...", "I won't provide ...", "I'm unable to assist ...", "I must decline ..."
     re.compile(rf"\bi\s+(?:really\s+|simply\s+|just\s+|absolutely\s+|honestly\s+)?{_NEG_MODAL}"
                rf"(?:\s+(?:to|be able to|in good conscience|ethically|responsibly))?\s+{_ACTS}\b"),
-    re.compile(rf"\bi\s+(?:must|have to|need to|will have to|'ll have to|'m going to have to)\s+"
+    re.compile(r"\bi\s+(?:must|have to|need to|will have to|'ll have to|'m going to have to)\s+"
                r"(?:respectfully\s+|politely\s+)?(?:decline|refuse|pass)\b"),
     re.compile(r"\bi\s+(?:respectfully\s+|politely\s+)?(?:decline|refuse)\b"),
     re.compile(r"\bi(?:'m| am)\s+(?:not\s+(?:comfortable|in a position|permitted|allowed)|unable|sorry,?\s+but\s+i\s+"

@@ -355,7 +355,6 @@ def build_tokenizer(dialogues: list[tuple[str, str]], settings: TinySettings = D
 def build_tiny_model(out: Path, dialogues: list[tuple[str, str]], settings: TinySettings = DEFAULT_SETTINGS,
                      *, source: str = "", fp: str = "") -> dict:
     """Build tokenizer + warmed-up model into `out` (an existing, empty directory); return the build info."""
-    import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     start = time.perf_counter()

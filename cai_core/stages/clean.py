@@ -63,7 +63,6 @@ budget) raises the backend's error and the stage writes nothing.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
