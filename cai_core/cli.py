@@ -160,9 +160,10 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def run_command(command: click.Command) -> None:
+    """Run a click command as a program: user errors end with one line and their exit status, no traceback."""
     try:
-        cli.main(standalone_mode=False)
+        command.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -175,6 +176,10 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+def main() -> None:
+    run_command(cli)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -592,16 +591,9 @@ def _train(stage, config, overrides, launcher, dry_run, data, model, out, run_id
 
 def main() -> None:
     """`python -m cai_core.train_commands sft ...` (what `cai train` does, without the rest of the CLI)."""
-    try:
-        train_cmd.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except CaiError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    from cai_core.cli import run_command
+
+    run_command(train_cmd)
 
 
 if __name__ == "__main__":
