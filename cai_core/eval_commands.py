@@ -46,14 +46,19 @@ def model_specs(model: str, baselines: tuple[str, ...], model_name: str | None) 
     return specs
 
 
-def _loader(cfg, base_url: str | None, served: dict[str, str]):
-    """source -> ChatModel: an endpoint when base_url is given, else the configured policy backend."""
+def _loader(cfg, base_url: str | None, served: dict[str, str], journal: str):
+    """source -> ChatModel: an endpoint when base_url is given (journaled under `journal/<name>`), else the
+    configured policy backend."""
     if base_url:
+        from cai_core import storage
         from cai_core.llm.openai_backend import OpenAIChatModel
 
-        return lambda source: OpenAIChatModel(served.get(source, source), base_url=base_url,
-                                              timeout_s=cfg.teacher.timeout_s,
-                                              max_concurrency=cfg.teacher.max_concurrency)
+        def load(source: str):
+            name = served.get(source, source)
+            return OpenAIChatModel(name, base_url=base_url, timeout_s=cfg.teacher.timeout_s,
+                                   max_concurrency=cfg.teacher.max_concurrency,
+                                   journal=storage.join(journal, re.sub(r"[^A-Za-z0-9_.-]+", "_", name)))
+        return load
     from cai_core.stages.evaluate import policy_loader
 
     return policy_loader(cfg.model)
@@ -76,7 +81,10 @@ def _loader(cfg, base_url: str | None, served: dict[str, str]):
                                        "OpenAI API when a key is set; without any, the config's model judges in process).")
 @click.option("--judge-model", help="Judge model name at its endpoint (default: teacher.model).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: ./eval-<date-time>).")
-def evaluate_cmd(model, baselines, config, overrides, base_url, model_name, judge_base_url, judge_model, out_dir):
+@click.option("--journal", "journal_dir", help="Request journal of the judge and the --base-url models, local or s3:// "
+                                               "(default: <out>/journal); the same command again resumes from it.")
+def evaluate_cmd(model, baselines, config, overrides, base_url, model_name, judge_base_url, judge_model, out_dir,
+                 journal_dir):
     """Evaluate a model (and baselines): MT-Bench, attack success rate, over-refusal, collapse metrics.
 
     Writes answers, grades, report.html, report.md and metrics.json to --out and prints the
@@ -84,7 +92,7 @@ def evaluate_cmd(model, baselines, config, overrides, base_url, model_name, judg
     """
     from cai_core.config import load_run_config
     from cai_core.llm import load_teacher
-    from cai_core import records
+    from cai_core import records, storage
     from cai_core.stages import evaluate, report
     from cai_core.stages.evaluate import close_model
     from cai_core.stages.prepare import load_prompts
@@ -106,11 +114,12 @@ def evaluate_cmd(model, baselines, config, overrides, base_url, model_name, judg
         teacher = teacher.replace(base_url=judge_base_url, backend="openai")
     if judge_model:
         teacher = teacher.replace(model=judge_model)
-    judge = load_teacher(teacher, cfg.model)
+    journal = journal_dir or str(out / "journal")
+    judge = load_teacher(teacher, cfg.model, journal=storage.join(journal, "judge"))
     served = {source: name for source, name in specs.values()}
     try:
         result = evaluate.run(cfg.evaluate, prompts, {label: source for label, (source, _) in specs.items()},
-                              stage_dir, load_model=_loader(cfg, base_url, served), judge=judge)
+                              stage_dir, load_model=_loader(cfg, base_url, served, journal), judge=judge)
     finally:
         close_model(judge)
     stage = {"step": "evaluate", "metrics": result.finite_metrics(), "details": result.details,

@@ -267,6 +267,9 @@ def test_cai_evaluate_command_against_endpoints(tmp_path, monkeypatch):
         result = CliRunner().invoke(evaluate_cmd, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         stats = sim.stats()
+        again = CliRunner().invoke(evaluate_cmd, args, catch_exceptions=False)  # resumes from <out>/journal
+        assert again.exit_code == 0 and sim.stats()["requests"] == stats["requests"], "paid twice"
+        assert json.loads(again.stdout) == json.loads(result.stdout)
     summary = json.loads(result.stdout)
     assert list(summary) == ["base", "dpo"]
     for row in summary.values():
@@ -279,6 +282,7 @@ def test_cai_evaluate_command_against_endpoints(tmp_path, monkeypatch):
     assert len(records_of(out / "evaluate" / "answers_base.jsonl")) == 5
     assert "report:" in result.stderr and "Evaluation" in (out / "report.md").read_text()
     assert stats["by_status"].get("200", stats["by_status"].get(200)) > 0
+    assert {p.name for p in (out / "journal").iterdir()} == {"judge", "my-base", "my-dpo"}
 
 
 def records_of(path):
