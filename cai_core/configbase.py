@@ -162,19 +162,26 @@ def require(condition: bool, field: str, message: str) -> None:
 
 
 def field_docs(cls: type[ConfigBase]) -> dict[str, str]:
-    """Per-field documentation from `#:` comments above each field (for `cai config docs`)."""
+    """Per-field documentation from `#:` comments above each field (for `cai config docs`).
+
+    Inherited fields are documented where they are declared; a subclass that re-declares one with its own
+    `#:` comment replaces the base class's text (the classes are read base first, along the MRO).
+    """
     import inspect
 
     docs: dict[str, str] = {}
-    pending: list[str] = []
-    for line in inspect.getsource(cls).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
+    for klass in reversed(cls.__mro__):
+        if not (isinstance(klass, type) and issubclass(klass, ConfigBase)) or klass is ConfigBase:
             continue
-        name = stripped.split(":", 1)[0].strip()
-        if pending and name.isidentifier():
-            docs[name] = " ".join(pending)
-        pending = []
+        pending: list[str] = []
+        for line in inspect.getsource(klass).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("#:"):
+                pending.append(stripped[2:].strip())
+                continue
+            name = stripped.split(":", 1)[0].strip()
+            if pending and name.isidentifier():
+                docs[name] = " ".join(pending)
+            pending = []
     return docs
 

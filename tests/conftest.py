@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from cai_core.llm.vllm_server import free_ports
 
 # Set at import too: huggingface_hub / transformers read these when first imported,
 # which can happen while test modules are collected (before any fixture runs).
@@ -118,20 +119,6 @@ def _stop_weed(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
-
-
 # --------------------------------------------------------------------- fixtures
 
 
@@ -171,7 +158,7 @@ def s3_auth_endpoint(tmp_path_factory) -> S3Auth:
         "credentials": [{"accessKey": auth.access_key, "secretKey": auth.secret_key}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }]}))
-    master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, admin, admin_g = _free_ports(10)
+    master, master_g, volume, volume_g, filer, filer_g, s3, s3_g, admin, admin_g = free_ports(10)
     args = [
         f"-s3.config={config}",
         f"-master.port={master}", f"-master.port.grpc={master_g}",

@@ -288,6 +288,20 @@ def test_dockerfile_rules(dockerfile):
     assert not re.search(r"https?://|pypi|files\.pythonhosted|download\.pytorch", text, re.I)  # no registry hosts
     if dockerfile.parent.name == "vllm":
         assert "--no-deps" in text and "-c /tmp/vllm-constraints.txt" in text
+    # The shared install steps (images/install.sh) come from the build context, so each context lets them in.
+    assert "source=images/install.sh" in text
+    ignore = (dockerfile.parent / "Dockerfile.dockerignore").read_text().splitlines()
+    assert "!images/install.sh" in ignore
+
+
+def test_install_script():
+    script = ROOT / "images" / "install.sh"
+    run([tool("shellcheck"), str(script)])
+    text = script.read_text()
+    assert not re.search(r"https?://|pypi|files\.pythonhosted|download\.pytorch", text, re.I)  # no registry hosts
+    assert "--uid 10001" in text  # the USER 10001 of every Dockerfile
+    bad = subprocess.run(["sh", str(script), "gpu"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown step 'gpu'" in bad.stderr
 
 
 def test_build_script(tmp_path):

@@ -147,6 +147,7 @@ def gpu_layout(cfg: VLLMConfig, visible: str | None = None) -> list[str]:
 
 
 def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1 (held together while picked, so they differ; free on return)."""
     socks, ports = [], []
     try:
         for _ in range(n):

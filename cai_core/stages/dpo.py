@@ -48,13 +48,11 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from cai_core import deepspeed_configs
-from cai_core.configbase import ConfigBase, require
+from cai_core.configbase import require
 from cai_core.errors import InputError, StageError
 from cai_core.records import PREFERENCE, read_jsonl
 from cai_core.stages.base import StageResult
 from cai_core.stages.sft import (
-    LongRows,
-    LrScheduler,
     Prepared,
     check_checkpoint,
     check_liger,
@@ -68,6 +66,7 @@ from cai_core.stages.sft import (
     train_log_callback,
     trainer_args,
 )
+from cai_core.stages.training_config import LongRows, TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard",
 
 
 @dataclass(frozen=True)
-class DPOStageConfig(ConfigBase):
+class DPOStageConfig(TrainingConfig):
     """DPO (TRL DPOTrainer) against the frozen SFT model."""
 
     #: Strength of the pull towards the reference model (higher = stay closer).
@@ -85,8 +84,17 @@ class DPOStageConfig(ConfigBase):
     loss_type: LossType = "sigmoid"
     #: Label smoothing (robust / exo_pair losses; 0 for plain DPO).
     label_smoothing: float = 0.0
-    #: Peak learning rate of AdamW.
+    #: Compute the reference log-probs once before training (no second model in memory during training).
+    precompute_ref_log_probs: bool = True
+    #: Pairs per batch while precomputing the reference log-probs; 0 uses per_device_batch_size.
+    precompute_ref_batch_size: int = 0
+    #: Pairs whose judge confidence is below this are left out (counted as pairs_low_confidence).
+    min_confidence: float = 0.0
+
+    # Shared fields (TrainingConfig) with dpo's own default (their docs are TrainingConfig's) ...
     learning_rate: float = 5e-7
+    warmup_ratio: float = 0.1
+    # ... and with the same default, documented for pairs.
     #: Optimizer steps to run; -1 runs `epochs` passes over the pairs instead.
     max_steps: int = -1
     #: Passes over the pairs (fractions allowed); used when max_steps is -1.
@@ -99,66 +107,25 @@ class DPOStageConfig(ConfigBase):
     max_length: int = 1024
     #: Pairs longer than max_length: truncate (cut at the end, counted) or error (refuse the dataset, naming the pair).
     long_rows: LongRows = "truncate"
-    #: Share of the steps spent warming the learning rate up from 0, in [0, 1).
-    warmup_ratio: float = 0.1
-    #: Learning-rate schedule after warm-up.
-    lr_scheduler: LrScheduler = "cosine"
-    #: AdamW weight decay.
-    weight_decay: float = 0.0
-    #: Gradient clipping norm.
-    max_grad_norm: float = 1.0
-    #: Compute the reference log-probs once before training (no second model in memory during training).
-    precompute_ref_log_probs: bool = True
-    #: Pairs per batch while precomputing the reference log-probs; 0 uses per_device_batch_size.
-    precompute_ref_batch_size: int = 0
-    #: Pairs whose judge confidence is below this are left out (counted as pairs_low_confidence).
-    min_confidence: float = 0.0
     #: Seed of the trainer (data order).
     seed: int = 0
-    #: Log (and write a train_log.jsonl row) every this many optimizer steps.
-    logging_steps: int = 1
-    #: Save a resumable checkpoint every this many steps under out_dir/checkpoints; 0 saves only the final model.
-    save_steps: int = 0
     #: Checkpoints kept under out_dir/checkpoints.
     save_total_limit: int = 2
     #: Resume from the last checkpoint under out_dir/checkpoints when there is one.
     resume: bool = True
-    #: bf16 mixed precision (GPUs; leave false on CPU).
-    bf16: bool = False
-    #: Recompute activations in the backward pass to save memory (large models).
-    gradient_checkpointing: bool = False
     #: A system turn put before every prompt; empty for none (use the SFT stage's value).
     system_prompt: str = ""
-    #: Attention kernel passed to from_pretrained (e.g. flash_attention_2, sdpa); empty = the transformers default.
-    attn_implementation: str = ""
     #: Liger kernels (RMSNorm, SwiGLU, RoPE); needs the liger-kernel package (GPU).
     use_liger_kernel: bool = False
-    #: DeepSpeed: zero2, zero3, zero3_offload (packaged), a JSON file path, or inline JSON; empty for none.
-    deepspeed: str = ""
-    #: Worker processes of the data loader.
-    dataloader_num_workers: int = 0
 
     def validate(self) -> None:
-        deepspeed_configs.validate_name(self.deepspeed)
+        super().validate()
         require(self.beta > 0, "beta", "must be above 0")
         require(0 <= self.label_smoothing < 0.5, "label_smoothing", "must be in [0, 0.5)")
         require(self.loss_type != "exo_pair" or self.label_smoothing > 0, "label_smoothing",
                 "must be above 0 for loss_type exo_pair")
-        require(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
-        require(self.max_steps == -1 or self.max_steps >= 1, "max_steps", "must be -1 (use epochs) or at least 1")
-        require(self.epochs > 0, "epochs", "must be above 0")
-        require(self.per_device_batch_size >= 1, "per_device_batch_size", "must be at least 1")
-        require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be at least 1")
-        require(self.max_length >= 8, "max_length", "must be at least 8 tokens")
-        require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-        require(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
-        require(self.max_grad_norm > 0, "max_grad_norm", "must be above 0")
         require(self.precompute_ref_batch_size >= 0, "precompute_ref_batch_size", "must be 0 (batch size) or more")
         require(0 <= self.min_confidence <= 1, "min_confidence", "must be in [0, 1]")
-        require(self.logging_steps >= 1, "logging_steps", "must be at least 1")
-        require(self.save_steps >= 0, "save_steps", "must be 0 (final model only) or more")
-        require(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
-        require(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be 0 or more")
 
 
 def build_example(row: dict, system_prompt: str = "") -> dict:
