@@ -54,15 +54,15 @@ from cai_core.records import PREFERENCE, read_jsonl
 from cai_core.stages.base import StageResult
 from cai_core.stages.sft import (
     Prepared,
-    check_checkpoint,
     check_liger,
     checkpoint_step,
     clamp_max_length,
+    count_long_rows,
     finish,
-    last_checkpoint,
     load_model,
     load_tokenizer_and_config,
     numbered_rows,
+    resume_point,
     train_log_callback,
     trainer_args,
 )
@@ -195,20 +195,8 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
                                                   return_dict=True)["input_ids"]) for side in ("chosen", "rejected"))
         if n > max_length:
             long.append((lineno, n))
-    if long and cfg.long_rows == "error":
-        lineno, n = long[0]
-        raise InputError(f"{len(long)} of {len(examples)} pairs are longer than max_length={max_length} tokens "
-                         f"(this one: {n}); shorten them, raise dpo.max_length or set dpo.long_rows: truncate",
-                         path=str(data), line=lineno)
-    pairs_truncated = len(long)
-    if pairs_truncated:
-        log.warning("dpo: %d of %d pairs are longer than max_length=%d tokens and are truncated",
-                    pairs_truncated, len(examples), max_length)
-
-    ckpt_dir = out_dir / "checkpoints"
-    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
-    if resume_from:
-        check_checkpoint(resume_from, model_config, model, ds_config)
+    pairs_truncated = count_long_rows(long, len(examples), max_length, cfg.long_rows, data, "dpo", "pairs")
+    ckpt_dir, resume_from = resume_point(out_dir, cfg.resume, model_config, model, ds_config)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     multi_node = world > int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))

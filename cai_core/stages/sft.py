@@ -93,6 +93,30 @@ def _is_flash(attn: str) -> bool:
     return "flash" in attn.lower()
 
 
+def count_long_rows(long: list[tuple[int, int]], total: int, max_length: int, policy: str, data: Path, stage: str,
+                    noun: str) -> int:
+    """How many rows will be truncated; with long_rows: error, refuse the dataset naming the first long row.
+    `long` holds (line, tokens) of every row over max_length."""
+    if long and policy == "error":
+        lineno, n = long[0]
+        raise InputError(f"{len(long)} of {total} {noun} are longer than max_length={max_length} tokens "
+                         f"(this one: {n}); shorten them, raise {stage}.max_length or set {stage}.long_rows: "
+                         "truncate", path=str(data), line=lineno)
+    if long:
+        log.warning("%s: %d of %d %s are longer than max_length=%d tokens and are truncated",
+                    stage, len(long), total, noun, max_length)
+    return len(long)
+
+
+def resume_point(out_dir: Path, resume: bool, model_config: Any, model: str, ds_config: Any):
+    """(checkpoint dir, the checkpoint to resume from or None), the latter checked against the model."""
+    ckpt_dir = out_dir / "checkpoints"
+    resume_from = last_checkpoint(ckpt_dir) if resume else None
+    if resume_from:
+        check_checkpoint(resume_from, model_config, model, ds_config)
+    return ckpt_dir, resume_from
+
+
 def build_messages(prompt: str, response: str, system_prompt: str = "") -> list[dict]:
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return messages + [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
@@ -102,9 +126,9 @@ def load_sft_rows(data: Path) -> list[dict]:
     """Schema-checked rows; an empty prompt or response is an error naming file, line and field."""
     rows = read_jsonl(data, SFT_ROW)  # empty file, bad JSON, missing/mistyped fields -> InputError
     for lineno, row in numbered_rows(data, rows):
-        for field in ("prompt", "response"):
-            if not row[field].strip():
-                raise InputError("empty text", path=str(data), line=lineno, field=field)
+        for name in ("prompt", "response"):
+            if not row[name].strip():
+                raise InputError("empty text", path=str(data), line=lineno, field=name)
     return rows
 
 
@@ -150,20 +174,8 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
     lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
                for m in conversations]
     long = [(lineno, n) for (lineno, _), n in zip(numbered_rows(data, rows), lengths) if n > max_length]
-    if long and cfg.long_rows == "error":
-        lineno, n = long[0]
-        raise InputError(f"{len(long)} of {len(rows)} rows are longer than max_length={max_length} tokens "
-                         f"(this one: {n}); shorten them, raise sft.max_length or set sft.long_rows: truncate",
-                         path=str(data), line=lineno)
-    rows_truncated = len(long)
-    if rows_truncated:
-        log.warning("sft: %d of %d rows are longer than max_length=%d tokens and are truncated",
-                    rows_truncated, len(rows), max_length)
-
-    ckpt_dir = out_dir / "checkpoints"
-    resume_from = last_checkpoint(ckpt_dir) if cfg.resume else None
-    if resume_from:
-        check_checkpoint(resume_from, model_config, model, ds_config)
+    rows_truncated = count_long_rows(long, len(rows), max_length, cfg.long_rows, data, "sft", "rows")
+    ckpt_dir, resume_from = resume_point(out_dir, cfg.resume, model_config, model, ds_config)
 
     # The arguments come before the model: with a DeepSpeed ZeRO-3 config, creating them lets from_pretrained
     # load the weights already partitioned across ranks.
