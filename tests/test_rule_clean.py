@@ -245,3 +245,12 @@ def test_ten_megabytes_is_fast(kind):
     assert elapsed < 8.0
     if want is not None:
         assert out.text == want
+
+
+@pytest.mark.parametrize("blank", ["\x0b", "\xa0", "\u3000", "\x0c"])
+def test_a_line_of_odd_whitespace_is_a_blank_line(blank):
+    text = f"Roses are red\n{blank}\nviolets are blue\nsugar is sweet\nand so are you"
+    out = rule_clean(text, "Write a poem.")  # used to raise IndexError in the verse check
+    assert [line for line in out.text.split("\n") if line.strip()] == [line for line in text.split("\n") if line.strip()]
+    assert set(out.reasons) <= {"invalid_char"}
+    assert rule_clean(text, "Write a poem.", RuleCleanConfig(fast_path=False)) == out

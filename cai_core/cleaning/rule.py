@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cai_core.configbase import ConfigBase, require
-from cai_core.metrics.detectors import EDIT_CODES, DetectorConfig, edit_findings, nothing_to_fix
+from cai_core.metrics.detectors import EDIT_CODES, DetectorConfig, edit_findings, prechecked_edit_findings
 
 __all__ = ["RuleCleanConfig", "CleanOutcome", "rule_clean", "remove_spans"]
 
@@ -142,10 +142,14 @@ def rule_clean(text: str, prompt: str | None = None, cfg: RuleCleanConfig = _DEF
     """Clean `text` (an answer to `prompt`) with the deterministic rules; see the module docstring."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    if cfg.fast_path and nothing_to_fix(text, cfg.detector):
-        return CleanOutcome(text, False, ())
+    if cfg.fast_path:
+        found = prechecked_edit_findings(text, prompt, cfg.detector)  # None: `nothing_to_fix` holds
+        if found is None:
+            return CleanOutcome(text, False, ())
+    else:
+        found = edit_findings(text, prompt, cfg.detector, exhaustive=True)
     fix = set(cfg.fix)
-    findings = [f for f in edit_findings(text, prompt, cfg.detector, exhaustive=not cfg.fast_path) if f.code in fix]
+    findings = [f for f in found if f.code in fix]
     if not findings:
         return CleanOutcome(text, False, ())
     cleaned = remove_spans(text, [f.span for f in findings])

@@ -91,6 +91,7 @@ import operator
 import re
 from bisect import bisect_right
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate, compress
@@ -365,18 +366,24 @@ _CJK_TERMINATORS = "\u3002\uff01\uff1f"
 # or the end of the line follows, or at once when it holds a CJK full stop (CJK text has no spaces).
 _TERM_RUN_RE = re.compile(f"[{_TERMINATORS}]+[{_CLOSERS_CLASS}]*")
 _RUN_CHARS = frozenset(_TERMINATORS + _CLOSERS)
+# The same ends where no CJK full stop is involved, found by the regex alone: the last terminator
+# of a run, its closers, then a space or the end of the line (terminators and closers are disjoint
+# sets, so this ends exactly where a run followed by a space ends).
+_SPACED_END_RE = re.compile(f"[{_TERMINATORS}][{_CLOSERS_CLASS}]*(?!\\S)")
 
 
 def sentence_ends(seg: str, lo: int = 0) -> list[int]:
     """Offsets in `seg` (one line) just after each sentence end found at or after `lo`."""
+    cjk = not seg.isascii() and any(c in seg for c in _CJK_TERMINATORS)
+    if not cjk:
+        return [m.end() for m in _SPACED_END_RE.finditer(seg, lo)]
     n = len(seg)
     ends = []
-    cjk = not seg.isascii()
     for m in _TERM_RUN_RE.finditer(seg, lo):
         e = m.end()
         if e == n or seg[e].isspace():
             ends.append(e)
-        elif cjk:
+        else:
             run = m.group()
             if not run.isascii() and any(c in _CJK_TERMINATORS for c in run):
                 ends.append(e)
@@ -408,10 +415,19 @@ _PLAIN_RE = re.compile("[^\t\n\r\x20-\x7e\xa1-\xac\xae-\u036f\u2010-\u2027\u2030
                        "\u2070-\u209f\u20a0-\u20cf\u2100-\u214f\u2190-\u22ff]")
 # Deleting these from an ASCII text leaves exactly its control characters.
 _ASCII_PRINTABLE = bytes([9, 10, 13] + list(range(32, 127)))
+
+
+def _rare_chars(data: bytes) -> str:
+    """The characters other than printable ASCII, tab, newline and CR, in order, of a text given as
+    UTF-8 `data` (cheap: the common ones are deleted in C, which leaves whole characters)."""
+    return data.translate(None, _ASCII_PRINTABLE).decode("utf-8", "surrogatepass")
+
+
 _TERMINATOR_TO_NEWLINE = bytes.maketrans(b".!?", b"\n\n\n")
+_LOWER_CUT = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ.!?", b"abcdefghijklmnopqrstuvwxyz\n\n\n")  # ASCII only
 _ASCII_KEY_STRIP = "".join(c for c in _KEY_STRIP if c.isascii() and c not in ".!?\n").encode()
-_NON_ASCII_CUTS = tuple(c for c in _TERMINATORS if not c.isascii())
-_NON_ASCII_STRIP = tuple(c for c in _KEY_STRIP if not c.isascii() and c not in _TERMINATORS)
+_NON_ASCII_CUTS = frozenset(c for c in _TERMINATORS if not c.isascii())
+_NON_ASCII_STRIP = frozenset(c for c in _KEY_STRIP if not c.isascii() and c not in _TERMINATORS)
 _ALNUM_BYTES_RE = re.compile(rb"[0-9a-z\x80-\xff]")  # any non-ASCII byte may belong to a letter
 
 
@@ -457,6 +473,11 @@ def closing_kind(key: str) -> str | None:
     """Kind of closing pleasantry or sign-off a sentence key is ("day", "hope", ...), or None."""
     if key.split(" ", 1)[0].rstrip(",;:") not in _CLOSING_FIRST_WORDS:
         return None
+    return _closing_match(key)
+
+
+@lru_cache(maxsize=4096)  # answers end in the same few pleasantries again and again
+def _closing_match(key: str) -> str | None:
     m = _CLOSING_RE.fullmatch(key)
     return m.lastgroup if m else None
 
@@ -544,7 +565,9 @@ def _classify_lines(text: str) -> _Lines:
     special = _SPECIAL_FIRST
     fence: str | None = None
     fence_at = 0
-    for i in [i for i, raw in enumerate(raw_lines) if not raw or raw[0] in special or "|" in raw]:
+    # lines that may be something else than prose (a line of odd whitespace alone is blank, not prose)
+    maybe = [i for i, raw in enumerate(raw_lines) if not raw or raw[0] in special or "|" in raw or raw[0].isspace()]
+    for i in maybe:
         raw = raw_lines[i]
         if fence is not None:
             stripped = raw.strip()
@@ -816,11 +839,11 @@ def _verse_paragraphs(text: str, lines: _Lines) -> set[int]:
 def _char_findings(text: str, prompt: str | None, cfg: DetectorConfig, frozen: _SpanSet,
                    enabled: frozenset[str]) -> list[Finding]:
     out: list[Finding] = []
-    ascii_text = text.isascii()
-    if INVALID_CHAR in enabled and _may_have_invalid(text, ascii_text):
+    rare = _rare_chars(text.encode("utf-8", "surrogatepass"))  # every character these rules look for
+    if INVALID_CHAR in enabled and ("\ufffd" in rare or not rare.isprintable()):
         for m in _INVALID_RE.finditer(text):
             out.append(Finding(INVALID_CHAR, m.span(), f"{m.end() - m.start()} invalid character(s)"))
-    plain = ascii_text or not _PLAIN_RE.search(text)  # no emoji and no letters of other scripts
+    plain = text.isascii() or not _PLAIN_RE.search(rare)  # no emoji and no letters of other scripts
     if EMOJI in enabled:
         spans = _emoji_spans(text) if not plain else []
         if _may_have_emoticon(text):
@@ -829,15 +852,9 @@ def _char_findings(text: str, prompt: str | None, cfg: DetectorConfig, frozen: _
             spans = sorted(sp for sp in spans if not frozen.overlaps(*sp))
             for s, e in _merge_runs(text, spans):
                 out.append(Finding(EMOJI, (s, e), f"emoji/emoticon run {text[s:e]!r}"))
-    if FOREIGN_SCRIPT in enabled and not plain and _ANY_SCRIPT_RE.search(text):
+    if FOREIGN_SCRIPT in enabled and not plain and _ANY_SCRIPT_RE.search(rare):
         out += _foreign_findings(text, prompt, cfg, frozen)
     return out
-
-
-def _may_have_invalid(text: str, ascii_text: bool) -> bool:
-    if ascii_text:
-        return bool(text.encode("ascii").translate(None, _ASCII_PRINTABLE))
-    return "\ufffd" in text or not text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()
 
 
 def _emoji_spans(text: str) -> list[tuple[int, int]]:
@@ -938,7 +955,7 @@ _SHORTCUT_MAX_CHARS = 64 * 1024
 
 
 def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
-             exhaustive: bool = False) -> list[Finding]:
+             exhaustive: bool = False, doubt: _Doubt | None = None) -> list[Finding]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if prompt is not None and not isinstance(prompt, str):
@@ -946,21 +963,22 @@ def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
     if len(text) > _GC_PAUSE_CHARS and gc.isenabled():
         gc.disable()
         try:
-            return _analyze(text, prompt, cfg, gopher, exhaustive)
+            return _analyze(text, prompt, cfg, gopher, exhaustive, doubt)
         finally:
             gc.enable()
     findings: list[Finding] = []
     if not text.strip():
         return findings
     enabled = frozenset(cfg.enabled)
-    lines = _classify_lines(text)
+    lines = doubt.lines() if doubt is not None else _classify_lines(text)
     frozen = _SpanSet(_frozen_spans(text, lines))
     char_findings = _char_findings(text, prompt, cfg, frozen, enabled)
     findings += char_findings
     masked = _mask(text, [f.span for f in char_findings if f.span is not None])
     # the shortcut pays on answer-sized texts; a huge one is almost always a loop that fails it
-    if exhaustive or len(text) > _SHORTCUT_MAX_CHARS or not (
-            (masked.isascii() or not _ODD_SPACE_RE.search(masked)) and _sentences_settled(text, masked, cfg, lines)):
+    known_unsettled = doubt is not None and doubt.sentences and masked is text
+    if (exhaustive or len(text) > _SHORTCUT_MAX_CHARS or known_unsettled or _has_odd_space(masked)
+            or not _sentences_settled(text, masked, cfg, lambda: lines)):
         findings += _sentence_findings(text, masked, prompt, cfg, lines, frozen, enabled)
     if gopher and "gopher" in enabled:
         findings += gopher_findings(text, cfg.gopher)
@@ -1242,6 +1260,16 @@ def edit_findings(text: str, prompt: str | None = None, cfg: DetectorConfig = De
     return [f for f in _analyze(text, prompt, cfg, gopher=False, exhaustive=exhaustive) if f.span is not None]
 
 
+def prechecked_edit_findings(text: str, prompt: str | None = None,
+                              cfg: DetectorConfig = DetectorConfig()) -> list[Finding] | None:
+    """None when `nothing_to_fix(text, cfg)` holds, else `edit_findings(text, prompt, cfg)`, whose
+    analysis then reuses what the pre-check computed."""
+    doubt = _precheck(text, cfg)
+    if doubt is None:
+        return None
+    return [f for f in _analyze(text, prompt, cfg, gopher=False, doubt=doubt) if f.span is not None]
+
+
 def _units_backwards(text: str, window: int = 200):
     """Sentence units of `text` from the last one back, split exactly as the full analysis splits prose.
 
@@ -1287,20 +1315,41 @@ def nothing_to_fix(text: str, cfg: DetectorConfig = DetectorConfig()) -> bool:
     repeat a kind or pile up sign-offs. When none is there, no rule can fire;
     when one is, the full analysis decides (it usually finds nothing either).
     """
-    if text.isascii():
-        if text.encode("ascii").translate(None, _ASCII_PRINTABLE):
-            return False  # control characters
-    elif _PLAIN_RE.search(text) and (
-            _SUSPECT_RE.search(text) or "\ufffd" in text
-            or not text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable()):
-        return False  # emoji, other scripts, invalid characters, odd spaces or format characters
+    return _precheck(text, cfg) is None
+
+
+class _Doubt:
+    """Why the pre-check could not prove a text clean (`sentences`: the sentence rules may fire on
+    the text as it is), with the text's lines once computed, for the full analysis to reuse."""
+
+    __slots__ = ("text", "sentences", "_lines")
+
+    def __init__(self, text: str, sentences: bool = False):
+        self.text, self.sentences, self._lines = text, sentences, None
+
+    def lines(self) -> _Lines:
+        if self._lines is None:
+            self._lines = _classify_lines(self.text)
+        return self._lines
+
+
+def _precheck(text: str, cfg: DetectorConfig) -> _Doubt | None:
+    """`nothing_to_fix`: None when it holds, else what the checks found out."""
+    rare = _rare_chars(text.encode("utf-8", "surrogatepass"))
+    if rare and _PLAIN_RE.search(rare) and (_SUSPECT_RE.search(rare) or "\ufffd" in rare or not rare.isprintable()):
+        return _Doubt(text)  # control or invalid characters, emoji, other scripts, odd spaces, format characters
     if _may_have_emoticon(text):
-        return False
-    return _sentences_settled(text, text, cfg)
+        return _Doubt(text)
+    doubt = _Doubt(text, sentences=True)
+    return None if _sentences_settled(text, text, cfg, doubt.lines) else doubt
 
 
 # Whitespace other than space, tab, CR and LF (what `str.split()` also splits on).
 _ODD_SPACE_RE = re.compile("[\x0b\x0c\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+
+
+def _has_odd_space(text: str) -> bool:
+    return not text.isascii() and bool(_ODD_SPACE_RE.search(_rare_chars(text.encode("utf-8", "surrogatepass"))))
 
 
 def _may_repeat(text: str) -> bool:
@@ -1311,15 +1360,19 @@ def _may_repeat(text: str) -> bool:
     every terminator and newline. Two sentences with equal keys then leave equal, non-empty pieces
     with a letter or digit, so a repeat can only be over-reported here, never missed.
     """
-    low_text = text.lower()
-    if not low_text.isascii():
-        for ch in _NON_ASCII_CUTS:
-            if ch in low_text:
-                low_text = low_text.replace(ch, "\n")
-        for ch in _NON_ASCII_STRIP:
-            if ch in low_text:
-                low_text = low_text.replace(ch, "")
-    low = low_text.encode("utf-8", "surrogatepass").translate(_TERMINATOR_TO_NEWLINE, _ASCII_KEY_STRIP)
+    if text.isascii():
+        low = text.encode("ascii").translate(_LOWER_CUT, _ASCII_KEY_STRIP)
+    else:
+        # Lower-casing neither changes nor makes the non-ASCII cut and strip characters, so they can
+        # go first: what is left is often ASCII (dashes and curly quotes were all), cheap to lower-case.
+        data = text.encode("utf-8", "surrogatepass")
+        present = set(_rare_chars(data))
+        raw = _cut_non_ascii(data, present)
+        if raw.isascii():
+            low = raw.translate(_LOWER_CUT, _ASCII_KEY_STRIP)
+        else:
+            low = _cut_non_ascii(text.lower().encode("utf-8", "surrogatepass"), present)
+            low = low.translate(_TERMINATOR_TO_NEWLINE, _ASCII_KEY_STRIP)
     keys = list(filter(None, low.split(b"\n")))
     if len(set(keys)) == len(keys):
         return False
@@ -1331,13 +1384,24 @@ def _may_repeat(text: str) -> bool:
     return False
 
 
-def _sentences_settled(text: str, masked: str, cfg: DetectorConfig, lines: _Lines | None = None) -> bool:
+def _cut_non_ascii(data: bytes, present: set[str]) -> bytes:
+    """UTF-8 `data` (holding no non-ASCII characters but `present`) with the non-ASCII terminators
+    made newlines and the other key-strip characters deleted."""
+    for ch in present:
+        if ch in _NON_ASCII_CUTS:
+            data = data.replace(ch.encode(), b"\n")
+        elif ch in _NON_ASCII_STRIP:
+            data = data.replace(ch.encode(), b"")
+    return data
+
+
+def _sentences_settled(text: str, masked: str, cfg: DetectorConfig, lines_of: Callable[[], _Lines]) -> bool:
     """True only when the sentence rules certainly find nothing in `masked` (`text` with the
     character-level findings blanked out); `masked` must hold no whitespace but space, tab, CR, LF.
 
     Only prose lines hold sentences the rules compare, so when a repeat shows up in the whole
-    text, the check is redone on the prose lines alone before giving up (`lines` are `text`'s,
-    computed here when not given).
+    text, the check is redone on the prose lines alone before giving up (`lines_of()` gives
+    `text`'s lines).
     """
     tail = text.rstrip()
     if not tail:
@@ -1346,8 +1410,7 @@ def _sentences_settled(text: str, masked: str, cfg: DetectorConfig, lines: _Line
         return False
     if _may_repeat(masked):
         # perhaps only code fences, list items or table rows repeat: look at prose lines alone
-        if lines is None:
-            lines = _classify_lines(text)
+        lines = lines_of()
         prose = "\n".join([masked[a:b] for a, b, k in zip(lines.start, lines.end, lines.kind) if k is PROSE])
         if _may_repeat(prose):
             return False
