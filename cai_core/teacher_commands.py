@@ -94,9 +94,28 @@ def describe_endpoint(client_cfg: Any = None, *, base_url: str | None = None, mo
 
 # ---------------------------------------------------------------- the commands
 
-_SET_HELP = "Override one config value, e.g. --set clean.llm.batch_size=16 (repeatable; read as YAML)."
+_SET_HELP = "Override one config value, e.g. --set teacher.max_concurrency=32 (repeatable; read as YAML)."
 _BASE_URL_HELP = ("OpenAI-compatible endpoint of the teacher (default: teacher.base_url, else OPENAI_BASE_URL, "
                   "else the OpenAI API when OPENAI_API_KEY is set).")
+
+
+def teacher_options(section: str, journal_default: str):
+    """The options every teacher command shares: --config, --set, --base-url, --model, --journal."""
+    options = [
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help=f"Run config YAML; its {section} and teacher sections are used."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP),
+        click.option("--base-url", help=_BASE_URL_HELP),
+        click.option("--model", "model_name", help="Teacher model name at the endpoint (default: teacher.model)."),
+        click.option("--journal", "journal_dir", help=f"Request journal folder, local or s3:// (default: "
+                                                      f"{journal_default}); rerunning resumes from it."),
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
 
 
 def _run_config(config: str | None, overrides: tuple[str, ...]):
@@ -116,12 +135,7 @@ def _run_config(config: str | None, overrides: tuple[str, ...]):
 @click.option("--variant", type=click.Choice(["none", "rule", "llm", "hybrid"]), default="rule", show_default=True,
               help="rule: deterministic fixes; llm: every text to the teacher, verified; hybrid: rules, then the "
                    "teacher only where detectors still fire.")
-@click.option("--config", type=click.Path(dir_okay=False), help="Run config YAML; its clean and teacher sections are used.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option("--base-url", help=_BASE_URL_HELP)
-@click.option("--model", "model_name", help="Teacher model name at the endpoint (default: teacher.model).")
-@click.option("--journal", "journal_dir", help="Request journal folder, local or s3:// (default: <out>.clean/journal); "
-              "rerunning resumes from it.")
+@teacher_options("clean", "<out>.clean/journal")
 def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, overrides, base_url, model_name, journal_dir):
     """Clean your own data: adds <field>_cleaned and <field>_cleanup to every row.
 
@@ -150,12 +164,7 @@ def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, override
               help="JSONL with prompt, response_a and response_b per line (the pairs step's cleaned.jsonl works).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for train.jsonl, test.jsonl, verdicts.jsonl and metrics.json.")
-@click.option("--config", type=click.Path(dir_okay=False), help="Run config YAML; its judge and teacher sections are used.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option("--base-url", help=_BASE_URL_HELP)
-@click.option("--model", "model_name", help="Judge model name at the endpoint (default: teacher.model).")
-@click.option("--journal", "journal_dir", help="Request journal folder, local or s3:// (default: <out>/journal); "
-              "rerunning resumes from it.")
+@teacher_options("judge", "<out>/journal")
 def judge_cmd(pairs_path, out_dir, config, overrides, base_url, model_name, journal_dir):
     """Judge preference pairs with a remote teacher under the constitution.
 
