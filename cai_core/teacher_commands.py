@@ -132,9 +132,9 @@ def _run_config(config: str | None, overrides: tuple[str, ...]):
               help="Field to clean; give it twice for pairs.")
 @click.option("--prompt-field", default="prompt", show_default=True,
               help="Field with the prompt (sets the target language).")
-@click.option("--variant", type=click.Choice(["none", "rule", "llm", "hybrid"]), default="rule", show_default=True,
+@click.option("--variant", type=click.Choice(["none", "rule", "llm", "hybrid"]),
               help="rule: deterministic fixes; llm: every text to the teacher, verified; hybrid: rules, then the "
-                   "teacher only where detectors still fire.")
+                   "teacher only where detectors still fire (default: clean.variant of the config, rule).")
 @teacher_options("clean", "<out>.clean/journal")
 def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, overrides, base_url, model_name, journal_dir):
     """Clean your own data: adds <field>_cleaned and <field>_cleanup to every row.
@@ -147,6 +147,7 @@ def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, override
     from cai_core.stages.clean import LLM_VARIANTS, clean_file
 
     cfg = _run_config(config, overrides)
+    variant = variant or cfg.clean.variant
     llm = None
     if variant in LLM_VARIANTS:
         journal = journal_dir or storage.join(f"{out_path}.clean", JOURNAL_DIR)

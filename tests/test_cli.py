@@ -59,6 +59,15 @@ def test_clean_command_keeps_fields_and_adds_cleanup(tmp_path):
     assert row["response_cleanup"]["changed"] and json.loads(result.stdout)["changed"] == 1
 
 
+def test_clean_command_takes_the_variant_from_the_config(tmp_path):
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    records.write_jsonl(src, [{"prompt": "hi", "response": "Hello there. I hope this helps! I hope this helps!"}])
+    result = invoke("clean", "--in", str(src), "--out", str(dst), "--set", "clean.variant=none")
+    row = records.read_jsonl(dst)[0]
+    assert row["response_cleaned"] == row["response"] and row["response_cleanup"]["variant"] == "none"
+    assert json.loads(result.stdout)["changed"] == 0
+
+
 def test_user_errors_have_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cai_core.cli", "metrics", "--in", str(tmp_path / "missing.jsonl")],
                           capture_output=True, text=True)
