@@ -235,3 +235,16 @@ def s3_bucket(s3_env, _s3_admin_client) -> str:
         client.delete_bucket(Bucket=name)
     except Exception:  # best effort: the server's data dir is temporary anyway
         pass
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """The embedded tiny model, built once per session under the base temp dir, with CAI_CACHE_DIR pointing at it
+    (the e2e tests give their subprocesses the same directory)."""
+    from cai_core.models import tiny
+
+    path = tmp_path_factory.getbasetemp() / "cai-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CAI_CACHE_DIR", str(path))
+        tiny.ensure_tiny_model(path)
+        yield path

@@ -111,15 +111,6 @@ def test_stage_configs_check_the_name():
     assert sft.SFTStageConfig(packing=True, attn_implementation="flash_attention_2").packing
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "cai-cache"  # shared with the other test modules
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAI_CACHE_DIR", str(path))
-        tiny.ensure_tiny_model(path)
-        yield path
-
-
 def test_a_broken_deepspeed_config_stops_the_stage_before_the_model_loads(cache, tmp_path, monkeypatch):
     data = tmp_path / "sft.jsonl"
     write_jsonl(data, [{"id": f"r{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ROWS)])

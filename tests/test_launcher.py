@@ -317,15 +317,6 @@ def test_restore_picks_the_latest_complete_checkpoint(tmp_path):
 # ----------------------------------------------------------------------------- bad input: before any weights
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "cai-cache"  # shared with the other test modules
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAI_CACHE_DIR", str(path))
-        tiny.ensure_tiny_model(path)
-        yield path
-
-
 @pytest.fixture
 def no_weights(monkeypatch):
     """Fail the test if a stage loads model weights (every bad input must be caught before)."""

@@ -30,15 +30,6 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "cai-cache"  # shared with the other test modules
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAI_CACHE_DIR", str(path))
-        tiny.ensure_tiny_model(path)
-        yield path
-
-
-@pytest.fixture(scope="module")
 def sft_data(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "sft.jsonl"
     write_jsonl(path, [{"id": f"r{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ROWS)])

@@ -12,14 +12,10 @@ from cai_core.models import tiny
 
 
 @pytest.fixture(scope="module")
-def llm(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "cai-cache"  # shared with the other test modules
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CAI_CACHE_DIR", str(cache))
-        tiny.ensure_tiny_model(cache)
-        model = TransformersChatModel("tiny", batch_size=3)
-        model.chat([[{"role": "user", "content": "hi"}]], [Sampling(temperature=0, max_new_tokens=1)])  # load now
-        yield model
+def llm(cache):
+    model = TransformersChatModel("tiny", batch_size=3)
+    model.chat([[{"role": "user", "content": "hi"}]], [Sampling(temperature=0, max_new_tokens=1)])  # load now
+    return model
 
 
 PROMPTS = ["What is the capital of France?", "How do I stay safe online?", "Tell me a fun fact.",
