@@ -40,6 +40,9 @@ MANIFEST = "_MANIFEST.json"
 class Step:
     sections: tuple[str, ...]  # RunConfig sections the step reads; the first is the stage's own
     call: Callable[[dict, dict[str, Path], Path, dict], StageResult]
+    # the sections this config really uses, when fewer than `sections` (so unused ones do not change the
+    # step's inputs, its fingerprint or its KFP cache key); None: all of them
+    used: Callable[[RunConfig], tuple[str, ...]] | None = None
 
 
 def _prepare(c, i, o, p):
@@ -86,6 +89,12 @@ def _clean(fields: tuple[str, ...], sft_field: str | None):
             result.metrics["sft_rows"] = records.write_jsonl(result.outputs["sft"], rows)
         return result
     return call
+
+
+def _clean_sections(cfg: RunConfig) -> tuple[str, ...]:
+    """The teacher matters to the clean steps only for the variants that call it."""
+    from cai_core.stages.clean import LLM_VARIANTS
+    return ("clean", "teacher", "model") if cfg.clean.variant in LLM_VARIANTS else ("clean",)
 
 
 def _main_file(artifact: Path) -> str:
@@ -167,10 +176,11 @@ STEPS: dict[str, Step] = {
     "prepare_prompts": Step(("prompts",), _prepare),
     "prepare_eval": Step(("eval_prompts",), _prepare),
     "revise": Step(("revise", "model"), _revise),
-    "clean_revisions": Step(("clean", "teacher", "model"), _clean(("final",), sft_field="final")),
+    "clean_revisions": Step(("clean", "teacher", "model"), _clean(("final",), sft_field="final"), _clean_sections),
     "sft": Step(("sft", "model", "train"), _sft),
     "pairs": Step(("pairs", "model"), _pairs),
-    "clean_pairs": Step(("clean", "teacher", "model"), _clean(("response_a", "response_b"), sft_field=None)),
+    "clean_pairs": Step(("clean", "teacher", "model"), _clean(("response_a", "response_b"), sft_field=None),
+                        _clean_sections),
     "discover": Step(("discover", "teacher", "model"), _discover),
     "judge": Step(("judge", "teacher", "model"), _judge),
     "dpo": Step(("dpo", "train"), _dpo),
@@ -183,7 +193,7 @@ STEPS: dict[str, Step] = {
 
 def payload(cfg: RunConfig, step: str) -> str:
     """The JSON config a step's component receives: only the sections it reads."""
-    sections = STEPS[step].sections
+    sections = STEPS[step].used(cfg) if STEPS[step].used else STEPS[step].sections
     return json.dumps({name: getattr(cfg, name).to_dict() for name in sections}, sort_keys=True)
 
 

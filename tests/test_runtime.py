@@ -51,3 +51,14 @@ def test_hybrid_clean_step_asks_the_teacher_and_journals(revisions, tmp_path, mo
     sft = {r["id"]: r["response"] for r in records.read_jsonl(tmp_path / "a" / "sft.jsonl")}
     assert [sft[str(n)] for n in range(len(LOOPS))] == [e for _, _, e in LOOPS]
     assert json.loads((tmp_path / "run" / "clean_revisions" / "_stage.json").read_text())["metrics"]["llm_sent"] == 2
+
+
+def test_the_teacher_is_part_of_a_clean_step_only_when_the_variant_calls_it():
+    base = RunConfig()
+    other_teacher = base.teacher.replace(model="another-teacher")
+    for variant, depends in (("none", False), ("rule", False), ("llm", True), ("hybrid", True)):
+        cfg = base.replace(clean=base.clean.replace(variant=variant))
+        for step in ("clean_revisions", "clean_pairs"):
+            changed = payload(cfg, step) != payload(cfg.replace(teacher=other_teacher), step)
+            assert changed == depends, (variant, step)
+    assert json.loads(payload(base, "clean_revisions")).keys() == {"clean"}
