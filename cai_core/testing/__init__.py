@@ -11,7 +11,7 @@ __all__ = ["SimConfig", "SimServer", "request_hash", "sim_tokens"]
 
 
 def __getattr__(name: str):
-    # Lazy, so `python -m cai_core.testing.sim_openai` does not import the module twice.
+    # Lazy, so importing another cai_core.testing module does not load the simulated server.
     if name in __all__:
         from cai_core.testing import sim_openai
 
