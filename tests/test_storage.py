@@ -11,9 +11,13 @@ import time
 import pytest
 
 from cai_core import storage
-from cai_core.configbase import field_docs
+from cai_core.config.base import field_docs
 from cai_core.errors import CaiError, ConfigError, StorageError
 from cai_core.storage import MANIFEST_NAME, NotFoundError, StorageConfig
+from cai_core.storage import dirs as storage_dirs
+from cai_core.storage import files as storage_files
+from cai_core.storage import local as storage_local
+from cai_core.storage import s3 as storage_s3
 
 MB = 1024 * 1024
 SMALL_PARTS = StorageConfig(multipart_threshold_mb=5, multipart_chunksize_mb=5)
@@ -324,7 +328,7 @@ def test_failed_rewrite_is_never_taken_for_complete(root, tmp_path, monkeypatch)
     storage.upload_dir(str(tmp_path / "src"), uri)
     (tmp_path / "src" / "config.json").write_bytes(b'{"a": 2}\n')
 
-    real, calls = storage._copy_stream, []
+    real, calls = storage_local._copy_stream, []
 
     def crash_on_third(src, dst):
         calls.append(1)
@@ -332,10 +336,12 @@ def test_failed_rewrite_is_never_taken_for_complete(root, tmp_path, monkeypatch)
             raise RuntimeError("killed mid-upload")
         return real(src, dst)
 
-    monkeypatch.setattr(storage, "_copy_stream", crash_on_third)
+    for module in (storage_local, storage_dirs):  # hashing before an upload; a local copy
+        monkeypatch.setattr(module, "_copy_stream", crash_on_third)
     with pytest.raises(RuntimeError, match="killed mid-upload"):
         storage.upload_dir(str(tmp_path / "src"), uri)
-    monkeypatch.setattr(storage, "_copy_stream", real)
+    for module in (storage_local, storage_dirs):
+        monkeypatch.setattr(module, "_copy_stream", real)
     if storage.is_remote(uri):
         with pytest.raises(StorageError, match="not a complete directory"):
             storage.download_dir(uri, str(tmp_path / "dest"))
@@ -379,7 +385,7 @@ def test_multipart_upload(s3_bucket, s3_client, tmp_path):
 
 @s3
 def test_list_paginates(s3_bucket, monkeypatch):
-    monkeypatch.setattr(storage, "_PAGE_SIZE", 7)  # 40 keys -> 6 LIST pages
+    monkeypatch.setattr(storage_files, "_PAGE_SIZE", 7)  # 40 keys -> 6 LIST pages
     uris = [f"s3://{s3_bucket}/many/{i:04d}.txt" for i in range(40)]
     for uri in uris:
         storage.write_bytes(uri, b"x")
@@ -491,8 +497,8 @@ def test_client_cache_follows_credentials(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     cfg = StorageConfig(endpoint_url="http://127.0.0.1:1")
-    first = storage._client(cfg)
-    assert storage._client(cfg) is first
-    assert storage._client(StorageConfig(endpoint_url="http://127.0.0.1:1")) is first
+    first = storage_s3._client(cfg)
+    assert storage_s3._client(cfg) is first
+    assert storage_s3._client(StorageConfig(endpoint_url="http://127.0.0.1:1")) is first
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "b")
-    assert storage._client(cfg) is not first
+    assert storage_s3._client(cfg) is not first
