@@ -1,0 +1,167 @@
+"""Rate limits: per-model RPM/TPM token buckets and the server's wait headers."""
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+
+def parse_duration(text: str | None) -> float | None:
+    """OpenAI's reset durations: '1s', '6m0s', '20ms', '1h2m3.5s', or plain seconds."""
+    if not text:
+        return None
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    total, num = 0.0, ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c.isdigit() or c == ".":
+            num += c
+        else:
+            unit = c
+            if text.startswith("ms", i):
+                unit, i = "ms", i + 1
+            try:
+                value = float(num)
+            except ValueError:
+                return None
+            total += value * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}.get(unit, 0)
+            num = ""
+        i += 1
+    return total if not num else None
+
+
+def retry_after_s(headers: dict[str, str]) -> float | None:
+    """Seconds the server asks us to wait: retry-after-ms, retry-after, else the relevant x-ratelimit-reset-*."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if ra:
+        try:
+            return max(0.0, float(ra))
+        except ValueError:
+            import email.utils
+            parsed = email.utils.parsedate_tz(ra)
+            if parsed is not None:
+                return max(0.0, email.utils.mktime_tz(parsed) - time.time())
+    waits = []
+    for kind in ("requests", "tokens"):
+        remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+        if remaining is not None and remaining.strip() in ("0", "0.0"):
+            w = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+            if w is not None:
+                waits.append(w)
+    return max(waits) if waits else None
+
+
+class _Limiter:
+    """Per-model RPM/TPM token buckets (continuous refill), FIFO, synced from x-ratelimit headers."""
+
+    def __init__(self, rpm: int, tpm: int, burst_s: float):
+        self.rpm, self.tpm = rpm, tpm
+        self.r_rate, self.t_rate = rpm / 60.0, tpm / 60.0
+        self.r_cap = max(1.0, rpm * burst_s / 60.0) if rpm else math.inf
+        self.t_cap = max(1.0, tpm * burst_s / 60.0) if tpm else math.inf
+        self.r, self.tk = self.r_cap, self.t_cap
+        self.t = time.monotonic()
+        self.blocked_until = 0.0
+        self.adj_r = self.adj_t = 0.0  # cumulative corrections, to sync from stale headers without double counting
+        self.lock: asyncio.Lock | None = None
+
+    def _refill(self, now: float) -> None:
+        dt = now - self.t
+        if dt > 0:
+            if self.rpm:
+                self.r = min(self.r_cap, self.r + dt * self.r_rate)
+            if self.tpm:
+                self.tk = min(self.t_cap, self.tk + dt * self.t_rate)
+            self.t = now
+
+    async def acquire(self, tokens: float, stop: asyncio.Event) -> tuple[float, float, float, float] | None:
+        """Take 1 request and `tokens` tokens, waiting in FIFO order; None when the run stops first."""
+        if not (self.rpm or self.tpm):  # no limits configured: only a 429's pause applies
+            wait = self.blocked_until - time.monotonic()
+            if wait > 0 and await _sleep(wait + random.random() * min(0.1 * wait + 0.01, 1.0), stop):
+                return None  # (jittered: the paused requests do not all come back at the same instant)
+            return _NO_SNAP
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:
+            while True:
+                now = time.monotonic()
+                self._refill(now)
+                wait = self.blocked_until - now
+                if self.rpm and self.r < 1:
+                    wait = max(wait, (1 - self.r) / self.r_rate)
+                need = min(tokens, self.t_cap)
+                if self.tpm and self.tk < need:
+                    wait = max(wait, (need - self.tk) / self.t_rate)
+                if wait <= 0:
+                    if self.rpm:
+                        self.r -= 1
+                    if self.tpm:
+                        self.tk -= need
+                    return self.r, self.tk, self.adj_r, self.adj_t
+                if await _sleep(wait, stop):
+                    return None
+
+    def refund(self, tokens: float) -> None:
+        """A 429: the tokens were not used; the request itself still counts (OpenAI counts refused requests)."""
+        if self.tpm:
+            self.tk = min(self.t_cap, self.tk + min(tokens, self.t_cap))
+
+    def correct_tokens(self, delta: float) -> None:
+        """The server counted `delta` more tokens for a request than we charged (negative: fewer)."""
+        if self.tpm and delta:
+            self.tk = min(self.t_cap, self.tk - delta)
+            self.adj_t += delta
+
+    def sync(self, snap: tuple[float, float, float, float] | None, headers: dict[str, str]) -> None:
+        """Pull the buckets down to what the server says remains, net of corrections since `snap`."""
+        if snap is None or snap is _NO_SNAP:
+            return
+        r_snap, t_snap, adj_r, adj_t = snap
+        rem = headers.get("x-ratelimit-remaining-requests")
+        if self.rpm and rem is not None:
+            try:
+                d = r_snap - float(rem) - (self.adj_r - adj_r)
+            except ValueError:
+                d = 0.0
+            if d > 1.0:
+                self.r -= d
+                self.adj_r += d
+        rem = headers.get("x-ratelimit-remaining-tokens")
+        if self.tpm and rem is not None:
+            try:
+                d = t_snap - float(rem) - (self.adj_t - adj_t)
+            except ValueError:
+                d = 0.0
+            if d > max(1.0, 0.002 * self.t_cap):
+                self.tk -= d
+                self.adj_t += d
+
+    def block(self, seconds: float) -> None:
+        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+
+
+_NO_SNAP = (0.0, 0.0, 0.0, 0.0)
+
+
+async def _sleep(seconds: float, stop: asyncio.Event) -> bool:
+    """Sleep, waking early when `stop` is set; True if it was."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False
