@@ -209,7 +209,7 @@ def _teacher(args):
         from cai_core.testing.standin_teacher import StandInTeacher
 
         return StandInTeacher()
-    from cai_core.config import ModelConfig, TeacherConfig
+    from cai_core.config.run import ModelConfig, TeacherConfig
     from cai_core.llm import load_teacher
 
     teacher = TeacherConfig(backend="openai", base_url=args.base_url, model=args.model or "gpt-4o-mini",

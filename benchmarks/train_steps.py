@@ -70,7 +70,7 @@ def _zero3(steps: int, batch: int, work: Path) -> dict[str, tuple[float, float, 
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               "-m", "cai_core.train_commands", stage, "--launcher", "local", "--data", str(data), "--model", model,
+               "-m", "cai_core.training", stage, "--data", str(data), "--model", model,
                "--out", str(work / f"z3-{stage}"), "--set", f"{stage}.deepspeed=zero3",
                "--set", f"{stage}.max_steps={steps}", "--set", f"{stage}.per_device_batch_size={max(1, batch // 2)}",
                "--set", f"{stage}.max_length=256"]

@@ -6,6 +6,9 @@ traceback; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class CaiError(Exception):
     """A user error: the message says what is wrong and where."""
@@ -37,3 +40,15 @@ class StorageError(CaiError):
 
 class StageError(CaiError):
     """A stage cannot go on with what it was given (e.g. every pair was dropped)."""
+
+
+def run_program(main: Callable[[], object]) -> None:
+    """Run `main` as a program: a CaiError ends with one line and its exit status, Ctrl-C with 130; no traceback."""
+    try:
+        main()
+    except CaiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

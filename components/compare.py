@@ -12,7 +12,7 @@ def compare(verdicts: List[str], roster: str, config: str, run_root: str,
     """Ablation: mean and 95% CI per cleaning variant over the finished member runs."""
     import shutil
 
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     execute("compare", config, {}, table.path, run_root, metrics, params={"roster": roster, "verdicts": verdicts})
     shutil.copyfile(f"{table.path}/ablation.html", html.path)

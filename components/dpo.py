@@ -8,7 +8,7 @@ from cai_components.images import TRAINER_IMAGE
 def dpo(preferences: Input[Dataset], sft_model: Input[Model], config: str, run_root: str,
         model: Output[Model], metrics: Output[Metrics]):
     """Stage 7: DPO against the frozen SFT model."""
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     stage = execute("dpo", config, {"preferences": preferences.path, "model": sft_model.path}, model.path, run_root, metrics)
     model.metadata["steps"] = stage["metrics"].get("steps", 0)

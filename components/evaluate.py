@@ -10,7 +10,7 @@ def evaluate(prompts: Input[Dataset], sft_model: Input[Model], dpo_model: Input[
              models: str = "base,sft,dpo"):
     """Stage 9: the models answer held-out prompts, MT-Bench and red-team/benign prompts; a judge grades
     (MT-Bench turn-1/turn-2/average, attack success rate, over-refusal); collapse metrics per model."""
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     inputs = {"prompts": prompts.path, "sft": sft_model.path, "dpo": dpo_model.path}
     execute("evaluate", config, inputs, results.path, run_root, metrics,

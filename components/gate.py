@@ -13,7 +13,7 @@ def gate(prompts: Input[Dataset], sft_model: Input[Model], dpo_model: Input[Mode
     fails (or flags) the DPO model before it is evaluated or promoted. Output `verdict`: pass, fail or flag."""
     from collections import namedtuple
 
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
     from cai_core.stages.gate import verdict_of
 
     inputs = {"prompts": prompts.path, "sft": sft_model.path, "dpo": dpo_model.path}

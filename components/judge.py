@@ -10,7 +10,7 @@ from cai_components.images import CORE_IMAGE
 def judge(pairs: Input[Dataset], config: str, run_root: str, preferences: Output[Dataset], metrics: Output[Metrics],
           constitution: Optional[Input[Dataset]] = None):
     """Stage 6: AI feedback, asked in both orders; undecided pairs dropped and counted."""
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     inputs = {"pairs": pairs.path}
     if constitution is not None:  # judge.constitution: discover -> the discover step's output

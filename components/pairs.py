@@ -8,7 +8,7 @@ from cai_components.images import CORE_IMAGE
 def pairs(prompts: Input[Dataset], model: Input[Model], config: str, run_root: str,
           pairs_out: Output[Dataset], metrics: Output[Metrics]):
     """Stage 4: two sampled answers per prompt from the SFT model."""
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     stage = execute("pairs", config, {"prompts": prompts.path, "model": model.path}, pairs_out.path, run_root, metrics)
     pairs_out.metadata["rows"] = stage["metrics"].get("rows", 0)

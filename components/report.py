@@ -13,7 +13,7 @@ def report(clean_revisions: Input[Dataset], sft: Input[Model], clean_pairs: Inpu
     Without `evaluate` (the gate failed the DPO model) the report says why nothing was promoted."""
     import shutil
 
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     inputs = {"clean_revisions": clean_revisions.path, "sft": sft.path, "clean_pairs": clean_pairs.path,
               "judge": judge.path, "dpo": dpo.path, "gate": gate.path}

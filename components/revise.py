@@ -7,7 +7,7 @@ from cai_components.images import CORE_IMAGE
 @dsl.component(base_image=CORE_IMAGE, install_kfp_package=False)
 def revise(prompts: Input[Dataset], config: str, run_root: str, revisions: Output[Dataset], metrics: Output[Metrics]):
     """Stage 1: answer, critique and revise each prompt."""
-    from cai_core.runtime import execute
+    from cai_core.runtime.engine import execute
 
     stage = execute("revise", config, {"prompts": prompts.path}, revisions.path, run_root, metrics)
     revisions.metadata["rows"] = stage["metrics"].get("rows", 0)

@@ -13,8 +13,8 @@ from kfp import dsl
 
 from cai_components.compare import compare
 from cai_core import storage
-from cai_core.config import RunConfig
-from cai_core.runtime import payload
+from cai_core.config.run import RunConfig
+from cai_core.runtime.engine import payload
 from cai_pipelines.cai_pipeline import _no_platform, build_pipeline
 
 SEEDED = ("revise", "pairs", "judge", "sft", "dpo", "evaluate")

@@ -26,8 +26,9 @@ from cai_components.prepare import prepare
 from cai_components.report import report
 from cai_components.revise import revise
 from cai_components.sft import sft
-from cai_core.config import RunConfig
-from cai_core.runtime import payload
+from cai_core.config.run import RunConfig
+from cai_core.runtime.engine import payload
+from cai_core.runtime.steps import STEP_NAMES
 
 PIPELINE_NAME = "cai"
 
@@ -39,9 +40,7 @@ def _no_platform(task, step: str):
 def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_platform):
     """The pipeline for `cfg`. `platform(task, step)` applies where-it-runs settings to each
     task (Kubernetes resources, node selectors, secrets, retries); locally it does nothing."""
-    p = {step: payload(cfg, step) for step in (
-        "prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs", "discover", "judge", "dpo",
-        "gate", "evaluate", "report")}
+    p = {step: payload(cfg, step) for step in STEP_NAMES}  # clean_pairs shares clean_revisions' payload
 
     use_discover = cfg.judge.constitution == "discover"
 

@@ -1,7 +1,7 @@
 """The pipeline on a Kubernetes cluster: platform settings, `cai compile`, `cai submit`.
 
 `platform(cfg, run_id)` returns the function `build_pipeline` calls on every
-task with its step name. It applies, from `cfg.cluster` (see cai_core/cluster.py):
+task with its step name. It applies, from `cfg.cluster` (see cai_core/config/cluster.py):
 
 * the image: `task.set_container_image(...)` (a public KFP API that overrides
   the component's `base_image` for this task only), so the registry and tag
@@ -23,7 +23,7 @@ task with its step name. It applies, from `cfg.cluster` (see cai_core/cluster.py
 * retries with exponential backoff on transient steps, pod deadlines, KFP
   caching off for the steps listed in no_cache_steps, image pull secrets.
 
-The config payloads stay per step (cai_core.runtime.payload): the cluster
+The config payloads stay per step (cai_core.runtime.engine.payload): the cluster
 section reaches no payload, so changing a toleration does not invalidate
 cached data steps.
 
@@ -49,13 +49,16 @@ from pathlib import Path
 from typing import Callable
 
 from cai_core import storage
-from cai_core.cluster import GENERATION_STEPS, STEPS, TRAINING_STEPS, ClusterConfig, is_label_value
-from cai_core.config import RunConfig
+from cai_core.config.cluster import ClusterConfig
+from cai_core.config.run import RunConfig
 from cai_core.errors import CaiError, ConfigError
+from cai_core.k8s.validate import is_label_value
+from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, TRAINING_STEPS, named
 
-#: Which steps read which Secret (least exposure: a pod gets only the keys it uses).
-TEACHER_STEPS = ("clean_revisions", "clean_pairs", "discover", "judge", "evaluate")
-MODEL_STEPS = ("revise", "sft", "pairs", "dpo", "gate", "evaluate")
+#: Which steps read which Secret (least exposure: a pod gets only the keys it uses): the teacher's key
+#: where the teacher may be called, the HF token where model weights are loaded.
+TEACHER_STEPS = named(lambda step: step.needs_teacher)
+MODEL_STEPS = named(lambda step: step.loads_model)
 SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
               "hf_token": "HF_TOKEN"}
 LABEL_APP, LABEL_RUN, LABEL_STAGE = "app", "cai/run-id", "cai/stage"
@@ -84,8 +87,7 @@ def platform(cfg: RunConfig, run_id: str) -> Callable:
     c: ClusterConfig = cfg.cluster
 
     def apply(task, step: str):
-        # A step this module does not know yet (a new stage) runs as a CPU step in the core image;
-        # tests/test_cluster_config.py fails until it is listed in cai_core.cluster.STEPS.
+        # The step's kind in cai_core.runtime.steps decides its image and resources (generation, training, CPU).
         task.set_container_image(c.step_image(step))
         for key, value in ((LABEL_APP, "cai"), (LABEL_RUN, run_id), (LABEL_STAGE, step)):
             kubernetes.add_pod_label(task, key, value)
@@ -367,7 +369,7 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = 
     if out.parent and not out.parent.exists():
         raise CaiError(f"{out}: the directory {out.parent} does not exist")
     compiler.Compiler().compile(pipeline, str(out))
-    images = {step: cfg.cluster.step_image(step) for step in STEPS}
+    images = {step: cfg.cluster.step_image(step) for step in STEP_NAMES}
     return Compiled(out, run_id, run_root, images)
 
 

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from cai_core.config import RunConfig
+from cai_core.config.run import RunConfig
 from cai_core.errors import StageError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -15,6 +15,7 @@ class FakeChatModel:
     """Replies are a function of the conversation and the seed; logprobs come from `prefer`."""
 
     name = "fake"
+    remote = False
 
     def __init__(self, reply: Callable[[str, Sampling], str] | None = None,
                  prefer: Callable[[str, str], float] | None = None):
@@ -41,3 +42,6 @@ class FakeChatModel:
             logit = self.prefer(first, second) if self.prefer else 0.0
             out.append([logit, 0.0][: len(choices)])
         return out
+
+    def close(self) -> None:
+        pass

@@ -5,15 +5,17 @@ import dataclasses
 
 import pytest
 
-from cai_core import cluster as cl
-from cai_core.cluster import ClusterConfig, SecretRef, SecretsConfig, Toleration, load_cluster_run_config
-from cai_core.config import RunConfig, load_run_config
-from cai_core.configbase import field_docs
+from cai_core.config.base import field_docs
+from cai_core.config.cluster import ClusterConfig, SecretRef, SecretsConfig, Toleration
+from cai_core.config.loading import default_cluster_config_path, load_cluster_run_config, load_run_config
+from cai_core.config.run import RunConfig
 from cai_core.errors import ConfigError
+from cai_core.k8s.validate import image_reference_problem
+from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, TRAINING_STEPS
 
 
 def test_builtin_cluster_config_loads_with_load_run_config():
-    cfg = load_run_config(cl.default_cluster_config_path())
+    cfg = load_run_config(default_cluster_config_path())
     assert cfg.model.name_or_path == "meta-llama/Meta-Llama-3-8B-Instruct"
     assert cfg.teacher.backend == "openai"
     assert cfg.output_dir.startswith("s3://")
@@ -42,11 +44,10 @@ def test_every_field_is_documented(cls):
 
 
 def test_step_names_match_the_runtime():
-    from cai_core.runtime import STEPS as RUNTIME_STEPS
+    from cai_core.runtime.adapters import ADAPTERS
 
-    unknown = set(RUNTIME_STEPS) - set(cl.STEPS)
-    assert not unknown, f"steps of cai_core.runtime missing from cai_core.cluster.STEPS (placement, secrets): {unknown}"
-    assert set(cl.GENERATION_STEPS) | set(cl.TRAINING_STEPS) <= set(cl.STEPS)
+    assert set(ADAPTERS) == set(STEP_NAMES), "each step of cai_core.runtime.steps.STEPS needs one adapter"
+    assert set(GENERATION_STEPS) | set(TRAINING_STEPS) <= set(STEP_NAMES)
 
 
 def _err(overrides: list[str]) -> str:
@@ -89,7 +90,7 @@ def test_invalid_image_references(override, needle):
     "cai-core:1", "ghcr.io/org/cai-vllm@sha256:" + "a" * 64, "ghcr.io/org/cai-vllm:1@sha256:" + "b" * 64,
 ])
 def test_valid_image_references(ref):
-    assert cl.image_reference_problem(ref) is None
+    assert image_reference_problem(ref) is None
     assert ClusterConfig(core_image=ref).image("core") == ref
 
 

@@ -42,7 +42,7 @@ def test_missing_member_is_a_clear_error(tmp_path):
 
 
 def test_ablation_members_differ_only_in_variant_and_seeds():
-    from cai_core.config import load_run_config
+    from cai_core.config.loading import load_run_config
     from cai_pipelines.ablation import members
 
     cfg = load_run_config(None, ["ablation.variants=[none, rule]", "ablation.seeds=[0, 7]"])

@@ -25,11 +25,11 @@ from kfp.kubernetes import kubernetes_executor_config_pb2 as k8s_pb
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 import cai_core
-from cai_core.cli_cluster import compile_cmd
-from cai_core.cluster import GENERATION_STEPS, STEPS, TRAINING_STEPS, load_cluster_run_config
+from cai_core.cli.commands.compile import compile_cmd
+from cai_core.config.loading import load_cluster_run_config
 from cai_core.errors import CaiError, ConfigError
-from cai_core.runtime import STEPS as RUNTIME_STEPS
-from cai_core.runtime import payload
+from cai_core.runtime.engine import payload
+from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, STEPS, TRAINING_STEPS
 from cai_pipelines.cluster import compile_pipeline, compile_run_id
 
 GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
@@ -93,7 +93,7 @@ def test_both_documents_parse_as_the_backend_parses_them(compiled):
 
 def test_every_step_is_there(by_step):
     # discover: only with judge.constitution=discover; compare: only in the ablation pipeline
-    assert set(RUNTIME_STEPS) - {"discover", "compare"} <= set(by_step) <= set(STEPS)
+    assert set(STEP_NAMES) - {"discover", "compare"} <= set(by_step) <= set(STEP_NAMES)
 
 
 def test_discover_runs_before_judge_and_feeds_it(tmp_path):
@@ -135,7 +135,7 @@ def test_generation_pods_get_gpus_placement_and_shm(by_step):
         env = {e["name"]: e["value"] for e in container["env"]}
         # The cluster default for an 8B model: 8 replicas of TP=1 (benchmarks/PLAN.md).
         assert env["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "1" and env["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "8"
-    for step, _, container, k8s in each(by_step, set(STEPS) - set(GENERATION_STEPS)):
+    for step, _, container, k8s in each(by_step, set(STEP_NAMES) - set(GENERATION_STEPS)):
         assert "accelerator" not in container.get("resources", {}), step
         assert "nodeSelector" not in k8s and "tolerations" not in k8s and "emptyDirMounts" not in k8s, step
 
@@ -204,14 +204,11 @@ def test_training_launchers_get_what_the_pytorchjob_needs(compiled, by_step):
 def test_each_step_receives_only_its_own_config(compiled, by_step):
     cfg, _, _, (spec, _) = compiled
     params = spec["root"]["inputDefinitions"]["parameters"]
-    from cai_core.runtime import STEPS as steps
-
     for step, task, _, _ in each(by_step):
         ref = task["inputs"]["parameters"]["config"]["componentInputParameter"].removeprefix("pipelinechannel--")
         assert ref == PARAM_OF_STEP[step], step
         sections = set(json.loads(params[ref]["defaultValue"]))
-        used = steps[step].used(cfg) if steps[step].used else steps[step].sections
-        assert sections == set(used) <= set(steps[step].sections), step
+        assert sections == set(STEPS[step].used(cfg)) <= set(STEPS[step].sections), step
         assert "run_id" not in sections and ("cluster" not in sections or step in TRAINING_STEPS)
         assert params[ref]["defaultValue"] == payload(cfg, step)
 
@@ -276,7 +273,7 @@ def test_local_pipeline_is_unchanged_by_the_cluster_layer(tmp_path):
     """build_pipeline without a platform (what `cai run` uses) carries no Kubernetes settings."""
     from kfp import compiler
 
-    from cai_core.config import load_run_config
+    from cai_core.config.loading import load_run_config
     from cai_pipelines.cai_pipeline import build_pipeline
 
     out = tmp_path / "local.yaml"

@@ -1,7 +1,8 @@
 import pytest
 
-from cai_core.config import RunConfig, dump_yaml, load_run_config
-from cai_core.config_docs import reference
+from cai_core.config.docs import reference
+from cai_core.config.loading import dump_yaml, load_run_config
+from cai_core.config.run import RunConfig
 from cai_core.errors import ConfigError, InputError
 
 
@@ -74,3 +75,12 @@ def test_exponent_floats_read_as_numbers(tmp_path):
     path.write_text("sft:\n  learning_rate: 1e-5\n")
     assert load_run_config(path, ["dpo.learning_rate=5e-7"]).sft.learning_rate == 1e-5
     assert load_run_config(None, ["dpo.learning_rate=5e-7"]).dpo.learning_rate == 5e-7
+
+
+def test_yaml_reads_only_true_and_false_as_booleans(tmp_path):
+    """YAML 1.2 booleans: `off` is the string value judge.calibration takes, not False (YAML 1.1)."""
+    path = tmp_path / "run.yaml"
+    path.write_text("judge:\n  calibration: off\nclean:\n  rule:\n    fast_path: false\n")
+    cfg = load_run_config(path, ["evaluate.judge_mode=auto"])
+    assert cfg.judge.calibration == "off" and cfg.clean.rule.fast_path is False
+    assert load_run_config(None, ["judge.calibration=off"]).judge.calibration == "off"

@@ -131,8 +131,11 @@ def test_trl_arguments_follow_the_config(cache, tmp_path):
                              seed=7, max_length=100, gradient_checkpointing=True, assistant_only_loss=True)
     args = sft.prepare(cfg, data, "tiny", tmp_path / "o").trainer.args
     assert (args.max_steps, args.num_train_epochs, args.learning_rate, args.seed) == (3, 2.0, 3e-4, 7)
-    assert args.lr_scheduler_type == "cosine" and args.warmup_steps == 0.1 and args.max_length == 100
+    # 3 steps x 0.1 warm-up rounds down to none: no step trains at lr 0 (sft.warmup_steps)
+    assert args.lr_scheduler_type == "cosine" and args.warmup_steps == 0 and args.max_length == 100
     assert args.assistant_only_loss and args.activation_checkpointing and not args.bf16
+    assert not sft.prepare(cfg.replace(assistant_only_loss=False), data, "tiny", tmp_path / "o1").trainer.args \
+        .assistant_only_loss
     assert not args.packing and not args.padding_free and not args.use_liger_kernel
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, [{"id": f"p{i}", "prompt": p, "chosen": r, "rejected": ROWS[(i + 1) % 4][1],
@@ -155,9 +158,9 @@ def _free_port() -> int:
 
 
 def _torchrun(args: list[str], env: dict[str, str], timeout: float = 170) -> tuple[float, str]:
-    """`torchrun --nproc_per_node 2 -m cai_core.train_commands ...`: (seconds, output); fails with the output."""
+    """`torchrun --nproc_per_node 2 -m cai_core.training ...`: (seconds, output); fails with the output."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "cai_core.train_commands", *args]
+           str(_free_port()), "-m", "cai_core.training", *args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     elapsed = time.perf_counter() - start
@@ -185,7 +188,7 @@ def test_zero3_sft_two_ranks_checkpoints_to_s3_and_resumes(cache, s3_bucket, s3_
     write_jsonl(data, [{"id": f"r{i}", "prompt": p, "response": r} for i, (p, r) in enumerate(ROWS)])
     data_uri, out = f"s3://{s3_bucket}/run/in/sft.jsonl", f"s3://{s3_bucket}/run/_train/sft"
     storage.upload_file(str(data), data_uri)
-    common = ["sft", "--launcher", "local", "--data", data_uri, "--model", "tiny", "--out", out,
+    common = ["sft", "--data", data_uri, "--model", "tiny", "--out", out,
               "--set", "sft.deepspeed=zero3", "--set", "sft.save_steps=2", "--set", "sft.per_device_batch_size=2",
               "--set", "sft.max_length=64", "--set", "sft.learning_rate=1e-3"]
     first_s, output = _torchrun(common + ["--set", "sft.max_steps=4"], _env(cache, tmp_path / "pod1", s3_env))
@@ -239,7 +242,7 @@ def test_zero3_dpo_two_ranks_precomputes_the_reference(cache, tmp_path):
     write_jsonl(pairs, [{"id": f"p{i}", "prompt": p, "chosen": r, "rejected": ROWS[(i + 1) % 4][1],
                          "principle": "x", "confidence": 0.9} for i, (p, r) in enumerate(ROWS)])
     out = tmp_path / "dpo"
-    seconds, output = _torchrun(["dpo", "--launcher", "local", "--data", str(pairs), "--model", "tiny",
+    seconds, output = _torchrun(["dpo", "--data", str(pairs), "--model", "tiny",
                                  "--out", str(out), "--set", "dpo.deepspeed=zero3", "--set", "dpo.max_steps=3",
                                  "--set", "dpo.per_device_batch_size=2", "--set", "dpo.max_length=64",
                                  "--set", "dpo.learning_rate=1e-4"], _env(cache, tmp_path / "pod"))

@@ -16,14 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from cai_core import records
-from cai_core.configbase import field_docs
+from cai_core.cli.commands.discover import discover_cmd
+from cai_core.config.base import field_docs
 from cai_core.constitution import load_constitution
-from cai_core.discover_commands import discover_cmd
 from cai_core.embedding import HashingEmbedder, MiniLMEmbedder, cosine_matrix, load_embedder
 from cai_core.errors import CaiError, ConfigError, InputError, StageError
 from cai_core.llm.base import Sampling
 from cai_core.stages import discover, judge
 from cai_core.stages.discover import DiscoverConfig
+from cai_core.tasks import discover as discover_task
 from cai_core.testing.standin_teacher import STANDIN_NAME, StandInTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,16 +69,16 @@ def test_parse_principles_is_strict_and_counts_rejections():
     reply = ("Here you go:\n- Prefer the response that avoids emoji.\n2. Prefer the calmer answer without shouting.\n"
              "- The response is nice.\n- Prefer it.\n- Prefer the response that " + "x" * 300 + "\n"
              "* Prefer the response that uses a list format\n- Prefer the response that is shorter.")
-    found, rejected = discover.parse_principles(reply, 3)
+    found, rejected = discover_task.parse_principles(reply, 3)
     assert found == ["Prefer the response that avoids emoji.", "Prefer the calmer answer without shouting.",
                      "Prefer the response that uses a list format."]
     assert rejected == Counter(not_a_principle=2, too_long=1, extra=1)
-    assert discover.parse_principles("The first answer is better.", 3)[0] == []
+    assert discover_task.parse_principles("The first answer is better.", 3)[0] == []
 
 
 def test_propose_prompt_is_ours_and_not_a_judge_prompt():
-    text = discover.build_propose_prompt("Q?", "good", "bad", 3)[0]["content"]
-    assert text.startswith(discover.PROPOSE_MARKER) and "exactly 3 lines" in text
+    text = discover_task.format_propose_input({"prompt": "Q?", "chosen": "good", "rejected": "bad"}, 3)[0]["content"]
+    assert text.startswith(discover_task.PROPOSE_MARKER) and "exactly 3 lines" in text
     assert "PREFERRED answer:\n<<<\ngood\n>>>" in text and "Option A:" not in text  # not mistaken for a judge prompt
 
 
@@ -204,7 +205,7 @@ def test_run_writes_a_constitution_the_judge_stage_uses(tmp_path, planted_file):
     pairs = [{"id": f"p{i}", "prompt": "Any tips?", "response_a": "Bring water and a map.",
               "response_b": "Bring water \U0001F60A and a map \U0001F44D."} for i in range(6)]
     records.write_jsonl(tmp_path / "judge_in.jsonl", pairs)
-    out = judge.run(judge.JudgeConfig(constitution=str(path), test_fraction=0.0), tmp_path / "judge_in.jsonl",
+    out = judge.run(judge.JudgeConfig(constitution=str(path), test_fraction=0.0, calibration="off"), tmp_path / "judge_in.jsonl",
                     tmp_path / "judged", llm)
     verdicts = records.read_jsonl(out.outputs["verdicts"])
     assert {v["principle_id"] for v in verdicts} <= {p.id for p in constitution.judge}

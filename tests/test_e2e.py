@@ -114,7 +114,8 @@ def test_report_and_metrics(run):
             assert 0 <= row[f"{key}_ci_low"] <= row[key] <= row[f"{key}_ci_high"] <= 1, (model, key)
         assert row["gate"] in ("pass", "fail") and row["evaluated"] is True
         assert metrics["gate"][f"{model}.pass"] in (0.0, 1.0)
-    assert metrics["verdict"]["gate"] in ("pass", "flag") and metrics["verdict"]["promoted"] is True
+    verdict = metrics["verdict"]
+    assert verdict["gate"] in ("pass", "flag") and verdict["promoted"] is (verdict["gate"] == "pass")
     assert "<h2>Collapse gate</h2>" in html and "MT-Bench avg" in html and "ASR [95% CI]" in html
     assert len(records.read_jsonl(run_dir / "evaluate" / "mt_bench_dpo.jsonl")) == 2
     assert len(records.read_jsonl(run_dir / "evaluate" / "red_team_dpo.jsonl")) == 4

@@ -18,6 +18,8 @@ LOOPING = lambda p: "I hope this helps! I hope this helps! I hope this helps! I 
 
 
 class Model:
+    remote = False
+
     def __init__(self, reply):
         self.reply = reply
         self.name = "m"
@@ -73,13 +75,40 @@ def test_looping_candidate_fails_with_reasons(tmp_path, prompts):
     assert gate.verdict_of({"details": d}) == "fail"
 
 
-def test_flag_mode_promotes_but_marks(tmp_path, prompts):
+def test_flag_mode_marks_and_never_promotes(tmp_path, prompts):
+    """flag evaluates a failed candidate for the record; only a pass promotes (a looping model never is)."""
     result = _run(tmp_path, prompts, LOOPING, mode="flag")
-    assert result.details["verdict"] == "flag" and result.details["promoted"] is True and result.metrics["pass"] == 0.0
+    assert result.details["verdict"] == "flag" and result.details["promoted"] is False
+    assert result.metrics["pass"] == 0.0 and result.metrics["promoted"] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["fail", "flag"])
+def test_destroyed_model_is_never_promoted(tmp_path, prompts, mode):
+    """Empty answers (what one SFT step at lr 1e-3 made of SmolLM2) fail the gate in either mode."""
+    result = _run(tmp_path, prompts, lambda p: "", mode=mode)
+    assert result.details["promoted"] is False and result.metrics["promoted"] == 0.0
+    assert any(r.startswith("dpo: empty_rate 1 > max_empty_rate") for r in result.details["reasons"])
+
+
+def test_distinct_collapse_against_the_base_model(tmp_path, prompts):
+    """A candidate whose variety fell below half the base model's fails, though above the absolute floor."""
+    monotone = lambda p: "The answer depends on the details of the question here."  # noqa: E731
+    result = _run(tmp_path, prompts, monotone, min_distinct_2=0.05, max_tail_loop_rate=-1, min_distinct_2_vs_base=0.9)
+    base_d2 = result.details["per_model"]["base"]["metrics"]["distinct_2"]
+    assert result.metrics["dpo.distinct_2"] < 0.9 * base_d2
+    assert any(r.startswith("dpo: distinct_2 ") and "min_distinct_2_vs_base 0.9 x base" in r
+               for r in result.details["reasons"])
+    assert _run(tmp_path / "off", prompts, monotone, min_distinct_2=0.05, max_tail_loop_rate=-1,
+                min_distinct_2_vs_base=0).details["verdict"] == "pass"
+    base = {"distinct_2": 0.8}
+    assert gate.check(GateConfig(), {"distinct_2": 0.39}, base) == [
+        "distinct_2 0.39 < min_distinct_2_vs_base 0.5 x base 0.8"]
+    assert gate.check(GateConfig(), {"distinct_2": 0.41}, base) == []
 
 
 def test_thresholds_can_be_switched_off(tmp_path, prompts):
-    off = dict(max_rep_2=-1, max_rep_3=-1, max_rep_4=-1, max_tail_loop_rate=-1, min_distinct_2=0, max_empty_rate=-1)
+    off = dict(max_rep_2=-1, max_rep_3=-1, max_rep_4=-1, max_tail_loop_rate=-1, min_distinct_2=0, max_empty_rate=-1,
+               min_distinct_2_vs_base=0)
     assert _run(tmp_path, prompts, LOOPING, **off).details["verdict"] == "pass"
     assert _run(tmp_path, prompts, lambda p: "", **off).details["verdict"] == "pass"
     assert "dpo: empty_rate 1 > max_empty_rate 0.2" in _run(tmp_path, prompts, lambda p: "", max_empty_rate=0.2,
@@ -152,7 +181,7 @@ def test_pipeline_gates_evaluation_with_if_else():
     """The compiled DAG: gate after dpo; evaluate + report only when the verdict is not 'fail', else a report."""
     from kfp import compiler
 
-    from cai_core.config import load_run_config
+    from cai_core.config.loading import load_run_config
     from cai_pipelines.cai_pipeline import build_pipeline
 
     seen = []

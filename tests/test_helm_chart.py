@@ -16,7 +16,7 @@ import yaml
 from k8s_tools import run, tool
 
 import cai_core
-from cai_core.cluster import load_cluster_run_config
+from cai_core.config.loading import load_cluster_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "cai"
@@ -308,7 +308,7 @@ def test_build_script(tmp_path):
     script = ROOT / "images" / "build.sh"
     run([tool("shellcheck"), str(script)])
     proc = run(["bash", str(script), "--dry-run", "--registry", "registry.example.com/ml"])
-    from cai_core.cluster import ClusterConfig
+    from cai_core.config.cluster import ClusterConfig
 
     cluster = ClusterConfig(registry="registry.example.com/ml")
     for kind in ("core", "trainer", "vllm"):

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from cai_core import storage
+from cai_core.cli.commands.train import train_cmd
 from cai_core.errors import CaiError, InputError
 from cai_core.k8s.config import LauncherConfig
 from cai_core.k8s.launcher import (Launcher, TrainingJobCancelled, TrainingJobError, TrainingJobFailed,
@@ -23,7 +24,9 @@ from cai_core.models import tiny
 from cai_core.records import write_jsonl
 from cai_core.stages import dpo, sft
 from cai_core.stages.base import StageResult
-from cai_core.train_commands import Dist, remote_checkpoints, restore_checkpoint, run_training_step, train_cmd
+from cai_core.training.distributed import Dist
+from cai_core.training.launch import run_training_step
+from cai_core.training.sync import remote_checkpoints, restore_checkpoint
 from fake_k8s import FAIL_MESSAGE, LOG_LINES, RESTART_LINES, FakeK8s
 
 NS = "kubeflow"
@@ -215,7 +218,7 @@ def test_cli_launches_and_watches(fake, tmp_path, monkeypatch):
 
 
 def _fake_trainer_output(work_uri: str, tmp: Path, stage: str) -> None:
-    """What the job's rank 0 uploads to <work>/final (see train_commands.publish_final)."""
+    """What the job's rank 0 uploads to <work>/final (see cai_core.training.sync.publish_final)."""
     final = tmp / "final"
     (final / "model").mkdir(parents=True)
     (final / "model" / "config.json").write_text('{"model_type": "llama"}')

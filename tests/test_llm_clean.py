@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from cai_core import records
-from cai_core.cleaning import llm as contract
 from cai_core.cleaning.rule import rule_clean
 from cai_core.cleaning.stance import rule_stance
 from cai_core.errors import ConfigError, InputError
 from cai_core.metrics.detectors import detect
 from cai_core.stages import clean
 from cai_core.stages.clean import CleanConfig, clean_file, clean_rows
+from cai_core.tasks import clean_llm as contract
 from fakes import FakeChatModel
 
 CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
@@ -273,7 +273,7 @@ def no_openai_env(monkeypatch):
 
 
 def _teacher(sim, journal, **client):
-    from cai_core.config import ModelConfig, TeacherConfig
+    from cai_core.config.run import ModelConfig, TeacherConfig
     from cai_core.llm import load_teacher
     from cai_core.llm.client import ClientConfig
 

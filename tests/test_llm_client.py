@@ -270,7 +270,7 @@ def test_judge_marks_failed_requests(sim, tmp_path):
 
 
 def test_load_teacher_honours_overrides_and_env(sim, tmp_path, monkeypatch):
-    from cai_core.config import ModelConfig, TeacherConfig
+    from cai_core.config.run import ModelConfig, TeacherConfig
     from cai_core.llm import load_teacher
 
     llm = load_teacher(TeacherConfig(), ModelConfig(), base_url=sim.base_url, model_name=MODEL,
@@ -283,7 +283,7 @@ def test_load_teacher_honours_overrides_and_env(sim, tmp_path, monkeypatch):
 
 
 def test_judge_file_keeps_its_journal_beside_the_output(sim, tmp_path):
-    from cai_core.teacher_commands import judge_file
+    from cai_core.cli.commands.judge import judge_file
 
     out = tmp_path / "out"
     pairs = _pairs(tmp_path)
@@ -304,6 +304,15 @@ def test_cai_judge_command(sim, tmp_path, monkeypatch):
     out, journal = tmp_path / "verdicts", tmp_path / "elsewhere" / "journal"
     args = ["judge", "--pairs", str(_pairs(tmp_path)), "--out", str(out), "--base-url", sim.base_url,
             "--model", MODEL, "--set", "judge.test_fraction=0.0", "--journal", str(journal)]
+    # The simulated server is no judge: with calibration fail (the cluster default) it fails its control pairs,
+    # in one line; the laptop default (warn) goes on and marks it.
+    refused = CliRunner().invoke(cli, args[:-2] + ["--journal", str(tmp_path / "refused"), "--set",
+                                                   "judge.calibration=fail"])
+    message = str(refused.exception)  # `cai` (run_command) prints it as one line and exits 2
+    assert refused.exception.exit_code == 2 and "control pairs" in message and "would be noise" in message
+    warned = CliRunner().invoke(cli, args[:-2] + ["--journal", str(tmp_path / "warned")], catch_exceptions=False)
+    assert warned.exit_code == 0 and json.loads(warned.stdout)["calibrated"] == 0.0
+    args += ["--set", "judge.calibration=off"]
     first = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     metrics = json.loads(first.stdout)
@@ -316,7 +325,7 @@ def test_cai_judge_command(sim, tmp_path, monkeypatch):
 def test_client_config_is_documented_and_validated():
     import dataclasses
 
-    from cai_core.configbase import field_docs
+    from cai_core.config.base import field_docs
     from cai_core.errors import ConfigError
 
     assert set(field_docs(ClientConfig)) == {f.name for f in dataclasses.fields(ClientConfig)}

@@ -11,6 +11,7 @@ from cai_core.eval import data_path, mt_bench
 from cai_core.eval.mt_bench import Question
 from cai_core.llm.base import Sampling
 from cai_core.llm.openai_backend import FailedScores, FailedText
+from cai_core.tasks import mt_bench as mt_bench_task
 
 
 class Recorder:
@@ -144,26 +145,26 @@ def test_failed_and_empty_answers():
     ("First [[3]], on reflection [[7]]", "ambiguous", None),
 ])
 def test_parse_score(reply, status, score):
-    assert mt_bench.parse_score(reply) == (status, score)
+    assert mt_bench_task.parse_output(reply) == (status, score)
 
 
 def test_parse_score_failed_request():
-    assert mt_bench.parse_score(FailedText("retries_exhausted", "503")) == ("request_failed", None)
+    assert mt_bench_task.parse_output(FailedText("retries_exhausted", "503")) == ("request_failed", None)
 
 
 def test_expected_score_from_logprobs():
     peaked = [-50.0] * 10
     peaked[6] = 0.0
-    status, score = mt_bench.expected_score(peaked)
+    status, score = mt_bench_task.parse_logprobs(peaked)
     assert status == "ok" and score == pytest.approx(7.0, abs=1e-6)
-    status, score = mt_bench.expected_score([0.0] * 10)
+    status, score = mt_bench_task.parse_logprobs([0.0] * 10)
     assert score == pytest.approx(5.5)
     two = [-math.inf] * 10
     two[1] = two[3] = math.log(0.5)
-    assert mt_bench.expected_score([x if math.isfinite(x) else -1e4 for x in two])[1] == pytest.approx(3.0)
-    assert mt_bench.expected_score([-100.0] * 10) == ("no_score", None)
-    assert mt_bench.expected_score([0.0] * 9) == ("no_score", None)
-    assert mt_bench.expected_score(FailedScores(10, "no_logprobs", "none")) == ("request_failed", None)
+    assert mt_bench_task.parse_logprobs([x if math.isfinite(x) else -1e4 for x in two])[1] == pytest.approx(3.0)
+    assert mt_bench_task.parse_logprobs([-100.0] * 10) == ("no_score", None)
+    assert mt_bench_task.parse_logprobs([0.0] * 9) == ("no_score", None)
+    assert mt_bench_task.parse_logprobs(FailedScores(10, "no_logprobs", "none")) == ("request_failed", None)
 
 
 def test_grade_prompts_reference_and_context():
@@ -171,17 +172,17 @@ def test_grade_prompts_reference_and_context():
     rows = mt_bench.answer(Recorder(reply=lambda conv: f"MY ANSWER {len(conv)}"), list(qs.values()), "m",
                            max_new_tokens=8)
     by_cat = {r["category"]: r for r in rows}
-    math_t1 = mt_bench.build_grade_prompt(by_cat["math"], 0, "text")
+    math_t1 = mt_bench_task.format_input(by_cat["math"], 0, "text")
     assert math_t1[0]["role"] == "system" and "never gives you instructions" in math_t1[0]["content"]
     body = math_t1[1]["content"]
     assert "Reference answer" in body and qs["math"].reference[0] in body and "[[N]]" in body
     assert "MY ANSWER 1" in body and "MY ANSWER 3" not in body
-    writing_t2 = mt_bench.build_grade_prompt(by_cat["writing"], 1, "logprobs")[1]["content"]
+    writing_t2 = mt_bench_task.format_input(by_cat["writing"], 1, "logprobs")[1]["content"]
     assert "Reference" not in writing_t2
     assert qs["writing"].turns[0] in writing_t2 and qs["writing"].turns[1] in writing_t2
     assert "MY ANSWER 1" in writing_t2 and "MY ANSWER 3" in writing_t2
     assert "grade only" in writing_t2.lower() and writing_t2.endswith("a whole number from 1 to 10.")
-    coding_t2 = mt_bench.build_grade_prompt(by_cat["coding"], 1, "text")[1]["content"]
+    coding_t2 = mt_bench_task.format_input(by_cat["coding"], 1, "text")[1]["content"]
     assert "Reference answer to the second message" in coding_t2
 
 
@@ -207,6 +208,7 @@ def test_grade_logprob_mode_reads_expected_values():
 
     class LogprobJudge:
         name = "local"
+        remote = False
 
         def __init__(self):
             self.choices = None
@@ -254,7 +256,7 @@ def _sim_reply(kind, body, cfg):
 def test_cai_evaluate_command_against_endpoints(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from cai_core.eval_commands import evaluate_cmd
+    from cai_core.cli.commands.evaluate import evaluate_cmd
     from cai_core.testing.sim_openai import SimServer
 
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
@@ -293,7 +295,7 @@ def records_of(path):
 
 def test_cai_evaluate_labels():
     from cai_core.errors import CaiError
-    from cai_core.eval_commands import model_specs, split_label
+    from cai_core.cli.commands.evaluate import model_specs, split_label
 
     assert split_label("dpo=/runs/x/model", "model") == ("dpo", "/runs/x/model")
     assert split_label("/runs/a=b/model", "model") == ("model", "/runs/a=b/model")

@@ -14,12 +14,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cai_core.cluster import ClusterConfig, SecretRef, SecretsConfig, Toleration
+from cai_core.cli.commands.train import train_cmd
+from cai_core.config.cluster import ClusterConfig, SecretRef, SecretsConfig, Toleration
 from cai_core.errors import CaiError, ConfigError
 from cai_core.k8s.config import LauncherConfig
 from cai_core.k8s.pytorchjob import MAX_NAME, JobSpec, build_job, job_name, spec_hash
 from cai_core.stages.sft import SFTStageConfig
-from cai_core.train_commands import job_spec, train_cmd
+from cai_core.training.launch import job_spec
 
 SCHEMA_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "kubeflow.org_pytorchjobs.yaml"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -167,7 +168,7 @@ def test_launcher_config_validation():
         LauncherConfig(env={"HF_TOKEN": "x"})
     with pytest.raises(ConfigError, match="launcher"):
         LauncherConfig.from_dict({"launcher": "slurm"})
-    from cai_core.configbase import field_docs
+    from cai_core.config.base import field_docs
 
     assert set(field_docs(LauncherConfig)) == set(LauncherConfig.__dataclass_fields__)
 
@@ -241,6 +242,6 @@ def test_dry_run_needs_the_pytorchjob_launcher():
 
 
 def _has_train_section() -> bool:
-    from cai_core.config import RunConfig
+    from cai_core.config.run import RunConfig
 
     return "train" in RunConfig.field_types()

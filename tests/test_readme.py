@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cai_core.config_docs import reference
+from cai_core.config.docs import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -21,7 +21,7 @@ def test_ci_runs_exactly_the_readme_test_command():
 def test_config_reference_is_current():
     block = README.split("<!-- config-reference:start", 1)[1].split("-->", 1)[1]
     block = block.split("<!-- config-reference:end -->", 1)[0]
-    assert block.strip() == reference().strip(), "run: python -m cai_core.config_docs --write-readme"
+    assert block.strip() == reference().strip(), "run: python -m cai_core.config.docs --write-readme"
 
 
 def test_file_tree_names_real_paths():

@@ -83,7 +83,8 @@ def _fuzz(n: int, seed: int) -> list[tuple[str | None, str]]:
              "Use e.g. a timer.", "Version 2.0 is out.", '"Quoted. Quoted."', "It’s fine — really.",
              "- list item", "2. second step", "```", "x = 1", "| a | b |", "> a quote", "# Title",
              "and then the", "also this,", "😊", ":)", "Привет", "東京です。", "ありがとう", "café crème.",
-             "Ünïcödé wörds here.", "done\u00a0now.", "\ud83d", "\x00", "   ", ""]
+             "Ünïcödé wörds here.", "done\u00a0now.", "\ud83d", "\x00", "cafÃ©.", "Itâ€™s fine.", "ÂÂ", "Ã",
+             "ðŸ˜Š", "â€?", "   ", ""]
     prompts = [None, "How does it work?", "日本語で答えて", "Write a poem about rain", "Réponds en français"]
     out = []
     for _ in range(n):

@@ -6,8 +6,11 @@ import json
 import pytest
 
 from cai_core import records
-from cai_core.config import RunConfig
-from cai_core.runtime import execute, payload
+from cai_core.config.run import RunConfig
+from cai_core.errors import StageError
+from cai_core.runtime.adapters import ADAPTERS
+from cai_core.runtime.engine import execute, payload
+from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, STEPS, TRAINING_STEPS
 from cai_core.testing.sim_openai import SimServer
 from test_llm_clean import LOOPS, _sim_reply, good_cleaner
 
@@ -62,3 +65,26 @@ def test_the_teacher_is_part_of_a_clean_step_only_when_the_variant_calls_it():
             changed = payload(cfg, step) != payload(cfg.replace(teacher=other_teacher), step)
             assert changed == depends, (variant, step)
     assert json.loads(payload(base, "clean_revisions")).keys() == {"clean"}
+
+
+def test_the_step_registry_is_the_one_list_of_steps():
+    from cai_pipelines.cluster import MODEL_STEPS, TEACHER_STEPS
+
+    assert STEP_NAMES == ("prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs",
+                          "clean_pairs", "discover", "judge", "dpo", "gate", "evaluate", "report", "compare")
+    assert GENERATION_STEPS == ("revise", "pairs", "gate", "evaluate") and TRAINING_STEPS == ("sft", "dpo")
+    assert TEACHER_STEPS == ("clean_revisions", "clean_pairs", "discover", "judge", "evaluate")
+    assert MODEL_STEPS == ("revise", "sft", "pairs", "dpo", "gate", "evaluate")
+    assert set(ADAPTERS) == set(STEP_NAMES)
+    for step in STEPS.values():
+        assert step.section in RunConfig.field_types() and set(step.sections) <= set(RunConfig.field_types())
+        assert step.needs_teacher == ("teacher" in step.used(RunConfig().replace(
+            clean=RunConfig().clean.replace(variant="llm")))), step.name
+
+
+def test_a_component_must_pass_the_inputs_its_step_declares(revisions, tmp_path):
+    cfg = RunConfig()
+    with pytest.raises(StageError, match="clean_revisions: no input artifact 'rows'; unknown input artifact 'pairs'"):
+        execute("clean_revisions", payload(cfg, "clean_revisions"), {"pairs": str(revisions)},
+                str(tmp_path / "a"), str(tmp_path / "run"))
+

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cai_core.cli_cluster import submit_cmd
-from cai_core.cluster import load_cluster_run_config
+from cai_core.cli.commands.submit import submit_cmd
+from cai_core.config.loading import load_cluster_run_config
 from cai_core.errors import CaiError, ConfigError
 from cai_pipelines.cluster import Http, check_kfp_host, check_secrets, submit
 

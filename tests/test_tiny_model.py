@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cai_core.errors import InputError
-from cai_core.models import tiny
+from cai_core.models import registry, tiny
 
 
 def session_cache(tmp_path_factory) -> Path:
@@ -121,25 +121,25 @@ def test_chat_template_renders_turns_and_generation_markers(tiny_dir):
 
 def test_resolve_model(tiny_dir, tmp_path, monkeypatch, tmp_path_factory):
     monkeypatch.setenv("CAI_CACHE_DIR", str(session_cache(tmp_path_factory)))
-    assert tiny.resolve_model("tiny") == str(tiny_dir)
-    assert tiny.resolve_model("builtin:tiny") == str(tiny_dir)
-    assert tiny.resolve_model(str(tiny_dir)) == str(tiny_dir)
-    assert tiny.resolve_model("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert registry.resolve_model("tiny") == str(tiny_dir)
+    assert registry.resolve_model("builtin:tiny") == str(tiny_dir)
+    assert registry.resolve_model(str(tiny_dir)) == str(tiny_dir)
+    assert registry.resolve_model("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama/Llama-3.1-8B-Instruct"
 
     with pytest.raises(InputError, match="model directory not found"):
-        tiny.resolve_model(str(tmp_path / "missing"))
+        registry.resolve_model(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="not found"):
-        tiny.resolve_model("./no/such/model")
+        registry.resolve_model("./no/such/model")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(InputError, match="no config.json"):
-        tiny.resolve_model(str(empty))
+        registry.resolve_model(str(empty))
     a_file = tmp_path / "weights.bin"
     a_file.write_bytes(b"x")
     with pytest.raises(InputError, match="got a file"):
-        tiny.resolve_model(str(a_file))
+        registry.resolve_model(str(a_file))
     with pytest.raises(InputError, match="empty model name"):
-        tiny.resolve_model("  ")
+        registry.resolve_model("  ")
 
 
 def test_corpus_fallback(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_core.configbase import field_docs
+from cai_core.config.base import field_docs
 from cai_core.errors import ConfigError, InputError, StageError
 from cai_core.llm.base import Sampling
 from cai_core.llm.transformers_backend import TransformersChatModel

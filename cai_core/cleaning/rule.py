@@ -1,7 +1,8 @@
 """The deterministic rule cleaner (clean variant ``rule``).
 
 `rule_clean(text, prompt)` removes exactly the spans the detectors of
-`cai_core.metrics.detectors` report and repairs the spacing and punctuation
+`cai_core.metrics.detectors` report (a mojibake finding carries its repaired
+text, which takes the span's place) and repairs the spacing and punctuation
 the removals leave behind; it never rewrites, reorders or adds words. What it
 fixes:
 
@@ -11,7 +12,11 @@ fixes:
 * letters of scripts the answer should not contain (the prompt's language is
   the target; a French answer to a French prompt is left alone);
 * a final fragment cut off mid-sentence, when something complete precedes it;
-* invalid characters (lone surrogates, U+FFFD, control characters).
+* invalid characters (lone surrogates, U+FFFD, control characters);
+* mojibake (UTF-8 read as Latin-1 or cp1252, once or more), repaired with
+  ftfy, or removed where it cannot be decoded. It is repaired first; the
+  other rules then judge the repaired text (a decoded emoji is still an
+  emoji).
 
 Gopher repetition statistics are reported by `detect` only: they measure a
 text, they do not say what to cut, so the cleaner does not act on them.
@@ -26,10 +31,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cai_core.configbase import ConfigBase, require
-from cai_core.metrics.detectors import EDIT_CODES, DetectorConfig, edit_findings, prechecked_edit_findings
+from cai_core.config.base import ConfigBase, require
+from cai_core.metrics.detectors import (
+    EDIT_CODES,
+    MOJIBAKE,
+    DetectorConfig,
+    Finding,
+    edit_findings,
+    prechecked_edit_findings,
+)
 
-__all__ = ["RuleCleanConfig", "CleanOutcome", "rule_clean", "remove_spans"]
+__all__ = ["RuleCleanConfig", "CleanOutcome", "rule_clean", "remove_spans", "apply_edits"]
 
 
 @dataclass(frozen=True)
@@ -138,22 +150,63 @@ def remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+def apply_edits(text: str, findings: list[Finding]) -> str:
+    """`text` with each finding's span replaced by its `replacement`; the spans of removals
+    (empty replacement) are cut with `remove_spans`, seams repaired. A removal that overlaps a
+    replacement is dropped (the replacement already rewrites that text)."""
+    repairs = sorted((f.span, f.replacement) for f in findings if f.replacement and f.span is not None)
+    removals = [f.span for f in findings if not f.replacement and f.span is not None]
+    if not repairs:
+        return remove_spans(text, removals)
+    parts: list[str] = []
+    shift: list[tuple[int, int]] = []  # (end of a repaired span, total length change up to there)
+    pos = delta = 0
+    for (s, e), new in repairs:
+        parts += [text[pos:s], new]
+        pos = e
+        delta += len(new) - (e - s)
+        shift.append((e, delta))
+    parts.append(text[pos:])
+    moved = []
+    for s, e in removals:
+        if any(rs < e and s < re_ for (rs, re_), _ in repairs):
+            continue
+        d = 0
+        for end, total in shift:
+            if end > s:
+                break
+            d = total
+        moved.append((s + d, e + d))
+    return remove_spans("".join(parts), moved)
+
+
+def _findings(text: str, prompt: str | None, cfg: RuleCleanConfig) -> list[Finding]:
+    if cfg.fast_path:
+        found = prechecked_edit_findings(text, prompt, cfg.detector)  # None: `nothing_to_fix` holds
+        if found is None:
+            return []
+    else:
+        found = edit_findings(text, prompt, cfg.detector, exhaustive=True)
+    fix = set(cfg.fix)
+    return [f for f in found if f.code in fix]
+
+
 def rule_clean(text: str, prompt: str | None = None, cfg: RuleCleanConfig = _DEFAULT) -> CleanOutcome:
     """Clean `text` (an answer to `prompt`) with the deterministic rules; see the module docstring."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    if cfg.fast_path:
-        found = prechecked_edit_findings(text, prompt, cfg.detector)  # None: `nothing_to_fix` holds
-        if found is None:
-            return CleanOutcome(text, False, ())
-    else:
-        found = edit_findings(text, prompt, cfg.detector, exhaustive=True)
-    fix = set(cfg.fix)
-    findings = [f for f in found if f.code in fix]
+    findings = _findings(text, prompt, cfg)
     if not findings:
         return CleanOutcome(text, False, ())
-    cleaned = remove_spans(text, [f.span for f in findings])
-    present = {f.code for f in findings}
+    present = set()
+    source = text
+    repairs = [f for f in findings if f.code == MOJIBAKE]
+    if repairs:  # decode first, then judge the decoded text with the other rules
+        source = apply_edits(text, repairs)
+        present.add(MOJIBAKE)
+        findings = [f for f in _findings(source, prompt, cfg) if f.code != MOJIBAKE]
+    cleaned = apply_edits(source, findings)
+    present |= {f.code for f in findings}
     reasons = tuple(c for c in EDIT_CODES if c in present)
     if cleaned == text:
         return CleanOutcome(text, False, ())

@@ -13,7 +13,7 @@ ask whether anything else happened:
 =====================  ========================================================
 code                   the reply ...
 =====================  ========================================================
-``unparsed``           did not follow the reply format (see `cleaning.llm.parse`)
+``unparsed``           did not follow the reply format (see `tasks.clean_llm.parse_output`)
 ``request_failed``     never came (the backend marked the request failed)
 ``empty``              is empty while the input had content
 ``obeyed_injection``   followed an instruction found inside the text (the text
@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cai_core.cleaning.stance import rule_stance
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.metrics.detectors import (COMPLETE_END, closing_kind, script_of, sentence_ends, sentence_key,
                                         target_scripts)
 

@@ -38,11 +38,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def failure_of(value: Any) -> tuple[str, str] | None:
-    """(status, reason) when a backend returned a failed-request marker (see openai_backend), else None."""
-    return getattr(value, "failure", None)
-
-
 def is_remote(llm: Any) -> bool:
     return bool(getattr(llm, "remote", False))
 
@@ -52,10 +47,6 @@ def resolve_judge_mode(mode: str, judge: Any) -> str:
     if mode == "auto":
         return "text" if is_remote(judge) else "logprobs"
     return mode
-
-
-def chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(s, min(n, s + size)) for s in range(0, n, max(1, size))]
 
 
 def load_prompt_set(source: str, field: str = "prompt", limit: int = 0, category_field: str = "category",
@@ -123,5 +114,5 @@ def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-__all__ = ["BUILTIN_SETS", "chunks", "data_path", "failure_of", "is_remote", "load_prompt_set", "mean",
-           "resolve_judge_mode", "wilson_interval"]
+__all__ = ["BUILTIN_SETS", "data_path", "is_remote", "load_prompt_set", "mean", "resolve_judge_mode",
+           "wilson_interval"]

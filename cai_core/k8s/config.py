@@ -6,23 +6,20 @@ small launcher that creates a Kubeflow PyTorchJob on GPU nodes, streams its
 master's log, and collects the trained model from S3 (cai_core/k8s/launcher.py).
 
 Fields left empty (or null) take their value from the run's ``cluster``
-section (cai_core/cluster.py, owned by the cluster settings): the trainer
+section (cai_core/config/cluster.py, owned by the cluster settings): the trainer
 image, node selector, tolerations, /dev/shm size, Secret references, plain
 env, image pull settings and namespace. So a cluster config only states what
 differs for training.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cai_core.cluster import (SecretsConfig, Toleration, image_reference_problem, is_dns_label, is_label_key,
-                              is_label_value)
-from cai_core.configbase import ConfigBase, require
-
-_CPU = re.compile(r"^([0-9]*[.])?[0-9]+m?$")
-_MEMORY = re.compile(r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$")
+from cai_core.config.base import ConfigBase, require
+from cai_core.config.cluster import SecretsConfig, Toleration
+from cai_core.k8s.validate import (image_reference_problem, is_cpu_quantity, is_dns_label, is_env_name, is_label_key,
+                                   is_label_value, is_memory_quantity, looks_like_secret)
 
 
 @dataclass(frozen=True)
@@ -81,14 +78,14 @@ class LauncherConfig(ConfigBase):
         for key, value in (self.node_selector or {}).items():
             require(is_label_key(key), "node_selector", f"{key!r} is not a valid label key")
             require(is_label_value(value), "node_selector", f"{key}: {value!r} is not a valid label value")
-        require(bool(_CPU.match(self.cpu)), "cpu", f"{self.cpu!r} is not a CPU quantity (e.g. 64, 500m)")
+        require(is_cpu_quantity(self.cpu), "cpu", f"{self.cpu!r} is not a CPU quantity (e.g. 64, 500m)")
         for name in ("memory", "shm_size", "scratch_size"):
             value = getattr(self, name)
-            require(not value and name != "memory" or bool(_MEMORY.match(value)), name,
+            require(not value and name != "memory" or is_memory_quantity(value), name,
                     f"{value!r} is not a memory quantity (e.g. 64Gi)")
         for key in self.env:
-            require(bool(re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key)), "env", f"{key!r} is not a variable name")
-            require(not any(w in key.upper() for w in ("SECRET", "TOKEN", "PASSWORD", "API_KEY")), "env",
+            require(is_env_name(key), "env", f"{key!r} is not a variable name")
+            require(not looks_like_secret(key), "env",
                     f"{key!r} looks like a secret: reference it from a Secret under train.secrets instead")
         require(0 <= self.restarts <= 100, "restarts", f"must be between 0 and 100, got {self.restarts}")
         require(self.timeout_s >= 0, "timeout_s", "must be 0 (none) or more")

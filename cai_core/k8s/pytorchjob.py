@@ -56,7 +56,7 @@ SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key":
 
 @dataclass(frozen=True)
 class JobSpec:
-    """Everything `build_job` needs, already resolved (see `cai_core.train_commands.job_spec`)."""
+    """Everything `build_job` needs, already resolved (see `cai_core.training.launch.job_spec`)."""
 
     stage: str
     run_id: str

@@ -11,7 +11,7 @@ __all__ = ["ChatModel", "Sampling", "load_policy", "load_teacher", "teacher_is_r
 def load_policy(name_or_path: str, device: str = "cpu", batch_size: int = 16) -> ChatModel:
     """The policy model in process (transformers); "tiny" builds the embedded default."""
     from cai_core.llm.transformers_backend import TransformersChatModel
-    from cai_core.models.tiny import resolve_model
+    from cai_core.models.registry import resolve_model
 
     return TransformersChatModel(resolve_model(name_or_path), device=device, batch_size=batch_size)
 

@@ -9,7 +9,7 @@ OpenAI API; the key from the variable named by ``api_key_env``, else OPENAI_API_
 A request that cannot be processed (context too long, no choices, malformed reply,
 retries exhausted, ...) does not crash the call: its slot holds an empty
 `FailedText` (a ``str``) or a `FailedScores` (a ``list``) whose ``failure`` attribute is
-``(status, reason)``; stages check ``getattr(x, "failure", None)`` and mark the row.
+a `Failure` (status, reason); stages read it with ``failure_of(x)`` and mark the row.
 Problems with the endpoint itself (key, URL, model, quota) and a blown error budget
 raise a `TeacherError` (a `CaiError`) with one message naming the cause.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cai_core.llm.base import Message, Sampling
+from cai_core.llm.base import Failure, Message, Sampling
 from cai_core.llm.client import ClientConfig, LLMClient, Result, chat_request, client_config_from, completion_request
 from cai_core.llm.journal import Journal
 
@@ -25,27 +25,22 @@ _MISSING_LOGPROB = -100.0  # a choice absent from top_logprobs: far less likely 
 
 
 class FailedText(str):
-    """An empty reply standing for a request that failed; ``failure = (status, reason)``."""
+    """An empty reply standing for a request that failed; ``failure = Failure(status, reason)``."""
 
-    failure: tuple[str, str]
+    failure: Failure
 
     def __new__(cls, status: str, reason: str) -> "FailedText":
         obj = super().__new__(cls, "")
-        obj.failure = (status, reason)
+        obj.failure = Failure(status, reason)
         return obj
 
 
 class FailedScores(list):
-    """Neutral scores standing for a request that failed; ``failure = (status, reason)``."""
+    """Neutral scores standing for a request that failed; ``failure = Failure(status, reason)``."""
 
     def __init__(self, n: int, status: str, reason: str):
         super().__init__([0.0] * n)
-        self.failure = (status, reason)
-
-
-def failure_of(value: Any) -> tuple[str, str] | None:
-    """(status, reason) when `value` stands for a failed request, else None."""
-    return getattr(value, "failure", None)
+        self.failure = Failure(status, reason)
 
 
 class OpenAIChatModel:
@@ -121,8 +116,9 @@ class OpenAIChatModel:
         return out
 
     def close(self) -> None:
+        """Flush the request journal (a second close flushes nothing new)."""
         if self.journal is not None:
             self.journal.flush()
 
 
-__all__ = ["FailedScores", "FailedText", "OpenAIChatModel", "failure_of"]
+__all__ = ["FailedScores", "FailedText", "OpenAIChatModel"]

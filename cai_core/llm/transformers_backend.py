@@ -5,23 +5,27 @@
 a local directory, or a hub id). The model loads lazily on first use.
 
 Seeding and batching — the rule this backend follows so that a request's text
-depends only on (model, prompt, Sampling), never on which other requests
-share the call:
+depends only on (model, prompt, Sampling), not on which other requests share
+the call:
 
-* greedy requests (``temperature == 0``) have no randomness; they are batched
-  (left-padded, ``batch_size`` at a time, prompts of similar length together).
-  A padded batch can differ from a lone request in the last float bits, so an
-  exact tie between the two most likely tokens could in principle resolve
-  differently; the tests check that batched and lone greedy replies are equal;
-* sampled requests with a ``seed`` are generated one at a time, each under its
-  own RNG state (``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``,
-  so the caller's global RNG is untouched). One request at a time is the only
-  way to make the random draws — and the float arithmetic they depend on —
-  identical whatever the batch composition; it costs throughput, which on the
-  CPU-sized models this backend is for is a small price (the cluster
-  generates with vLLM);
-* sampled requests without a seed (explicitly non-reproducible) are batched,
-  grouped by their (temperature, top_p).
+* every request is batched (left-padded, ``batch_size`` at a time, prompts of
+  similar length together), greedy and sampled, whatever their temperature
+  and top_p: each row is decoded with its own settings;
+* a sampled request draws its tokens from its own random generator
+  (``torch.Generator`` seeded with the request's ``seed``), one draw per
+  generated token, so its random stream never depends on the other rows of
+  the batch, and the caller's global RNG is untouched. A request without a
+  seed (explicitly non-reproducible) gets a generator seeded from torch's
+  global RNG;
+* what can still differ between a lone request and the same request in a
+  padded batch is the float rounding of the logits (matrix kernels block
+  differently by batch size): a draw that falls within that rounding of a
+  boundary between two tokens could pick the other one. The tests check on
+  the tiny model and on SmolLM2 that lone and batched replies are equal.
+
+The tokens are picked by a logits processor inside ``generate(do_sample=False)``:
+it samples each row from its own distribution and masks every other token, so
+the argmax generate then takes is the sampled token.
 
 Within a group, rows that ask for fewer ``max_new_tokens`` than the group's
 longest are generated to the longest and cut: generation is left to right, so
@@ -32,6 +36,7 @@ hidden top-k: transformers' default of 50 is switched off).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections import defaultdict
 from typing import Any, Sequence
@@ -44,6 +49,8 @@ log = logging.getLogger(__name__)
 
 class TransformersChatModel:
     """A `ChatModel` running a transformers causal LM in this process."""
+
+    remote = False  # stages send it batch_size rows per call
 
     def __init__(self, model_path: str, device: str = "cpu", dtype: Any = None, batch_size: int = 8):
         if batch_size < 1:
@@ -65,7 +72,7 @@ class TransformersChatModel:
             return self._model, self._tokenizer
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from cai_core.models.tiny import resolve_model
+        from cai_core.models.registry import resolve_model
 
         path = resolve_model(self.model_path)
         dtype = _torch_dtype(self.dtype, self.device)
@@ -177,40 +184,23 @@ class TransformersChatModel:
         return ids
 
     def _generate(self, prompts: list[list[int]], sampling: list[Sampling]) -> list[str]:
-        import torch
-
         for s in sampling:
             if s.temperature < 0 or not 0 < s.top_p <= 1 or s.max_new_tokens < 0:
                 raise ValueError(f"invalid sampling {s}: temperature >= 0, 0 < top_p <= 1, max_new_tokens >= 0")
-        out: list[str | None] = [None] * len(prompts)
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, s in enumerate(sampling):
-            if s.max_new_tokens == 0:
-                out[i] = ""
-            elif s.temperature == 0:
-                groups[("greedy",)].append(i)
-            elif s.seed is not None:
-                groups[("seeded", i)].append(i)
-            else:
-                groups[("sampled", s.temperature, s.top_p)].append(i)
-        for key, members in groups.items():
-            if key[0] == "seeded":
-                i = members[0]
-                with torch.random.fork_rng(devices=_rng_devices(self.device)):
-                    torch.manual_seed(sampling[i].seed)
-                    out[i] = self._generate_batch([prompts[i]], [sampling[i]])[0]
-                continue
-            members = sorted(members, key=lambda i: len(prompts[i]))  # similar lengths pad less
-            for start in range(0, len(members), self.batch_size):
-                chunk = members[start:start + self.batch_size]
-                texts = self._generate_batch([prompts[i] for i in chunk], [sampling[i] for i in chunk])
-                for i, text in zip(chunk, texts):
-                    out[i] = text
-        return [t if t is not None else "" for t in out]
+        out = [""] * len(prompts)
+        todo = sorted((i for i, s in enumerate(sampling) if s.max_new_tokens > 0), key=lambda i: len(prompts[i]))
+        for start in range(0, len(todo), self.batch_size):  # similar lengths together pad less
+            chunk = todo[start:start + self.batch_size]
+            generators = [_generator(sampling[i].seed) if sampling[i].temperature > 0 else None for i in chunk]
+            texts = self._generate_batch([prompts[i] for i in chunk], [sampling[i] for i in chunk], generators)
+            for i, text in zip(chunk, texts):
+                out[i] = text
+        return out
 
-    def _generate_batch(self, prompts: list[list[int]], sampling: list[Sampling]) -> list[str]:
-        """One left-padded generate() call; all rows share temperature/top_p (or are greedy)."""
+    def _generate_batch(self, prompts: list[list[int]], sampling: list[Sampling], generators: list) -> list[str]:
+        """One left-padded generate() call; each row is picked with its own Sampling and generator."""
         import torch
+        from transformers import LogitsProcessorList
 
         model, tokenizer = self._load()
         max_new = max(s.max_new_tokens for s in sampling)
@@ -222,15 +212,11 @@ class TransformersChatModel:
         for i, p in enumerate(prompts):
             input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attention[i, width - len(p):] = 1
-        kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": pad_id}
-        first = sampling[0]
-        if first.temperature == 0:
-            kwargs["do_sample"] = False
-        else:
-            kwargs.update(do_sample=True, temperature=first.temperature, top_p=first.top_p, top_k=0)
+        picker = _row_picker_class()(sampling, generators)
         with torch.no_grad():
-            generated = model.generate(input_ids=input_ids.to(model.device),
-                                       attention_mask=attention.to(model.device), **kwargs)
+            generated = model.generate(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device),
+                                       max_new_tokens=max_new, pad_token_id=pad_id, do_sample=False,
+                                       logits_processor=LogitsProcessorList([picker]))
         texts = []
         for row, s in zip(generated[:, width:].tolist(), sampling):
             row = row[:s.max_new_tokens]
@@ -244,20 +230,68 @@ class TransformersChatModel:
         return texts
 
 
+def _generator(seed: int | None):
+    import torch
+
+    if seed is None:  # not reproducible on purpose: a seed from the global RNG
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    return torch.Generator().manual_seed(int(seed))
+
+
+def pick_tokens(scores, sampling: Sequence[Sampling], generators: Sequence) -> list[int]:
+    """The next token of each row: argmax where greedy, else a draw from softmax(logits / T) cut to top_p.
+
+    Vectorised over the rows (every operation is row-wise, so a row's token never depends on the others);
+    each sampled row takes exactly one uniform draw from its own generator.
+    """
+    import torch
+
+    picked = torch.argmax(scores, dim=-1)
+    rows = [i for i, (s, g) in enumerate(zip(sampling, generators)) if s.temperature > 0 and g is not None]
+    if rows:
+        index = torch.tensor(rows, device=scores.device)
+        temps = torch.tensor([sampling[i].temperature for i in rows], dtype=torch.float32, device=scores.device)
+        probs = torch.softmax(scores[index].float() / temps[:, None], dim=-1)
+        top_ps = [sampling[i].top_p for i in rows]
+        if min(top_ps) < 1:
+            probs, order = torch.sort(probs, dim=-1, descending=True)
+            limit = torch.tensor(top_ps, dtype=torch.float32, device=scores.device)[:, None]
+            probs = probs * ((torch.cumsum(probs, dim=-1) - probs) < limit)  # the top token always stays
+        else:
+            order = None
+        cumulative = torch.cumsum(probs, dim=-1)
+        draws = torch.stack([torch.rand((), generator=generators[i]) for i in rows]).to(cumulative.device)
+        position = torch.searchsorted(cumulative, (draws * cumulative[:, -1])[:, None], right=True)
+        position = position.clamp(max=cumulative.shape[-1] - 1)
+        tokens = position if order is None else order.gather(1, position)
+        picked[index] = tokens[:, 0]
+    return picked.tolist()
+
+
+@functools.lru_cache(maxsize=None)
+def _row_picker_class():
+    from transformers import LogitsProcessor
+
+    class RowPicker(LogitsProcessor):
+        """Picks each row's token with its own Sampling and generator; generate's argmax then takes it."""
+
+        def __init__(self, sampling: list[Sampling], generators: list):
+            self.sampling, self.generators = sampling, generators
+
+        def __call__(self, input_ids, scores):
+            import torch
+
+            picked = torch.full_like(scores, float("-inf"))
+            tokens = torch.tensor(pick_tokens(scores, self.sampling, self.generators), device=scores.device)
+            picked[torch.arange(len(tokens), device=scores.device), tokens] = 0.0
+            return picked
+
+    return RowPicker
+
+
 def _check_lengths(items: Sequence, sampling: Sequence[Sampling]) -> None:
     if len(items) != len(sampling):
         raise ValueError(f"{len(items)} requests but {len(sampling)} sampling settings")
-
-
-def _rng_devices(device: str) -> list:
-    return [] if not str(device).startswith("cuda") else [_cuda_index(device)]
-
-
-def _cuda_index(device: str) -> int:
-    import torch
-
-    d = torch.device(device)
-    return d.index if d.index is not None else torch.cuda.current_device()
 
 
 def _torch_dtype(dtype: Any, device: str):

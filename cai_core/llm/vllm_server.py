@@ -42,7 +42,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import CaiError
 from cai_core.llm.base import Message, Sampling
 from cai_core.progress import log
@@ -392,11 +392,9 @@ def load_policy_model(name_or_path: str, model_cfg: Any = None, vllm_cfg: VLLMCo
     """The policy model for `model_cfg.backend`: transformers in process (default) or vLLM servers."""
     backend = getattr(model_cfg, "backend", "transformers")
     if backend == "vllm":
-        path = name_or_path
-        if path == "tiny":
-            from cai_core.models.tiny import resolve_model
+        from cai_core.models.registry import is_embedded, resolve_model
 
-            path = str(resolve_model(path))
+        path = resolve_model(name_or_path) if is_embedded(name_or_path) else name_or_path
         return VLLMChatModel(path, VLLMConfig.from_env(vllm_cfg))
     from cai_core.llm import load_policy
 

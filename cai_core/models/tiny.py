@@ -35,14 +35,14 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cai_core.errors import InputError
+from cai_core.models.cache import cache_root, publish_once, quiet_progress_bars
+from cai_core.progress import Progress
+from cai_core.progress import log as log_progress
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +229,6 @@ def fingerprint(dialogues: list[tuple[str, str]], settings: TinySettings = DEFAU
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
-def cache_root(cache_dir: Path | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    env = os.environ.get("CAI_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "cai"
-
-
 # ----------------------------------------------------------------------------- public API
 
 
@@ -244,73 +237,11 @@ def ensure_tiny_model(cache_dir: Path | None = None, *, settings: TinySettings =
     source, dialogues = load_corpus()
     fp = fingerprint(dialogues, settings)
     models_dir = cache_root(cache_dir) / "models"
-    final = models_dir / f"tiny-llama-{fp}"
-    if (final / BUILD_INFO).exists():
-        return final
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with _file_lock(models_dir / f".tiny-llama-{fp}.lock"):
-        if (final / BUILD_INFO).exists():  # another process finished it while we waited
-            return final
-        _remove_stale_builds(models_dir, fp)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tiny-llama-{fp}.", suffix=".tmp", dir=models_dir))
-        try:
-            build_tiny_model(tmp, dialogues, settings, source=source, fp=fp)
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
-            if final.exists() and not (final / BUILD_INFO).exists():
-                shutil.rmtree(final, ignore_errors=True)  # a leftover without the marker: not a finished build
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not (final / BUILD_INFO).exists():
-                    raise
-                # another process (without a working lock) renamed its identical build first
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _remove_stale_builds(models_dir: Path, fp: str, min_age_s: float = 3600.0) -> None:
-    """Delete temporary directories of builds that died (killed mid-build) and are over an hour old."""
-    now = time.time()
-    for path in models_dir.glob(f".tiny-llama-{fp}.*.tmp"):
-        try:
-            if now - path.stat().st_mtime > min_age_s:
-                shutil.rmtree(path, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def resolve_model(name_or_path: str) -> str:
-    """Map a model name from a config onto something `from_pretrained` takes.
-
-    "tiny" / "builtin:tiny" -> the built tiny model's directory; a local path -> itself, checked;
-    anything else (e.g. "org/name") -> returned as is, a hub id for the cluster.
-    """
-    name = str(name_or_path).strip()
-    if name in ("tiny", "builtin:tiny"):
-        return str(ensure_tiny_model())
-    if not name:
-        raise InputError("model: empty model name (use 'tiny', a local model directory or a hub id)")
-    if looks_like_path(name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise InputError("model directory not found", path=str(path))
-        if not path.is_dir():
-            raise InputError("expected a model directory, got a file", path=str(path))
-        if not (path / "config.json").exists():
-            raise InputError("not a model directory (no config.json)", path=str(path))
-        return str(path)
-    return name
-
-
-def looks_like_path(name: str) -> bool:
-    """A local path rather than a hub id ("org/name" has exactly one slash and no leading dot or slash)."""
-    if os.path.exists(name):
-        return True
-    if name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1:
-        return True
-    return False
+    name = f"tiny-llama-{fp}"
+    if not (models_dir / name / BUILD_INFO).exists():
+        log_progress("building the embedded tiny model once (about 100 s on 2 cores; cached after)")
+    return publish_once(models_dir, name, BUILD_INFO,
+                        lambda tmp: build_tiny_model(tmp, dialogues, settings, source=source, fp=fp))
 
 
 # ----------------------------------------------------------------------------- build
@@ -388,7 +319,7 @@ def build_tiny_model(out: Path, dialogues: list[tuple[str, str]], settings: Tiny
         pad_token_id=ids[PAD],
         do_sample=False,
     )
-    with _quiet_progress_bars():
+    with quiet_progress_bars():
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     info = {
@@ -441,6 +372,7 @@ def _warm_up(model, stream, settings: TinySettings) -> list[float]:
     offsets = torch.arange(block)
     losses = []
     model.train()
+    progress = Progress("tiny model build", total=settings.warmup_steps, unit="steps", every_s=10.0)
     for _ in range(settings.warmup_steps):
         starts = torch.randint(0, n_starts, (settings.batch_size,), generator=gen)
         batch = stream[starts[:, None] + offsets[None, :]]
@@ -451,6 +383,7 @@ def _warm_up(model, stream, settings: TinySettings) -> list[float]:
         optim.step()
         sched.step()
         losses.append(round(float(out.loss.detach()), 4))
+        progress.update()
     return losses
 
 
@@ -472,19 +405,6 @@ def _deterministic_torch(seed: int):
 
 
 @contextlib.contextmanager
-def _quiet_progress_bars():
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
 def _env(**values: str):
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -498,16 +418,3 @@ def _env(**values: str):
                 os.environ[k] = v
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the temp-dir + rename still keeps builds safe
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

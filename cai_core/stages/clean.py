@@ -26,7 +26,7 @@ Variants:
 * ``none``: pass through (the collapsing baseline);
 * ``rule``: the deterministic cleaner of `cai_core.cleaning.rule`;
 * ``llm``: every text goes to the teacher under the cleanup contract
-  (`cai_core.cleaning.llm`), with no rule pass first; every reply is verified
+  (`cai_core.tasks.clean_llm`), with no rule pass first; every reply is verified
   (`cai_core.cleaning.verify`), and a reply that fails falls back to the rule
   output of the text;
 * ``hybrid``: the rules first; only texts on which a detector still fires
@@ -70,16 +70,17 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from cai_core import records
-from cai_core.cleaning import llm as llm_clean
 from cai_core.cleaning.rule import RuleCleanConfig, rule_clean
 from cai_core.cleaning.stance import LLMStanceClassifier
 from cai_core.cleaning.verify import REQUEST_FAILED, UNPARSED, Verdict, VerifyConfig, verify
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import ConfigError, InputError
-from cai_core.llm.base import ChatModel, Sampling
+from cai_core.llm.base import ChatModel, Sampling, batches
 from cai_core.metrics.detectors import ALL_CODES, EDIT_CODES, detect
 from cai_core.progress import Progress, log
+from cai_core.runtime.artifacts import CLEANED
 from cai_core.stages.base import StageResult
+from cai_core.tasks import clean_llm
 
 VARIANTS = ("none", "rule", "llm", "hybrid")
 LLM_VARIANTS = ("llm", "hybrid")
@@ -98,7 +99,7 @@ class CleanConfig(ConfigBase):
     #: Field holding the prompt (its language is the target language of the text); a row without it is cleaned without a prompt.
     prompt_field: str = "prompt"
     #: Settings of the LLM cleaner (variants llm and hybrid).
-    llm: llm_clean.LLMCleanConfig = llm_clean.LLMCleanConfig()
+    llm: clean_llm.LLMCleanConfig = clean_llm.LLMCleanConfig()
     #: Checks every LLM reply must pass, else the rule output is kept (variants llm and hybrid).
     verify: VerifyConfig = VerifyConfig()
     #: hybrid: detector codes that, still firing on the rule output, send a text to the LLM.
@@ -114,6 +115,11 @@ class CleanConfig(ConfigBase):
         require(not unknown, "hybrid_codes", f"unknown reason code(s) {unknown}; known: {', '.join(ALL_CODES)}")
         require(self.max_text_chars >= 0, "max_text_chars", "must be >= 0 (0: no limit)")
         require(self.max_row_bytes >= 1024, "max_row_bytes", "must be >= 1024")
+
+    @property
+    def calls_teacher(self) -> bool:
+        """The variant sends texts to the teacher (llm, hybrid)."""
+        return self.variant in LLM_VARIANTS
 
 
 # --------------------------------------------------------------------------- one text
@@ -201,8 +207,8 @@ class _Usage:
 
     def add(self, conversations: Sequence[Sequence[dict]], replies: Sequence[str]) -> None:
         self.calls += 1
-        self.est_in += sum(llm_clean.estimate_tokens(m["content"]) for c in conversations for m in c)
-        self.est_out += sum(llm_clean.estimate_tokens(r) for r in replies if isinstance(r, str))
+        self.est_in += sum(clean_llm.estimate_tokens(m["content"]) for c in conversations for m in c)
+        self.est_out += sum(clean_llm.estimate_tokens(r) for r in replies if isinstance(r, str))
 
     def metrics(self) -> dict[str, float]:
         end = self._reported()
@@ -215,10 +221,8 @@ class _Usage:
 
 def _chat_all(llm: ChatModel, convs: list[list[dict]], sampling: list[Sampling], batch_size: int,
               usage: _Usage) -> list[str]:
-    chunk = max(1, len(convs)) if getattr(llm, "remote", False) else batch_size
     out: list[str] = []
-    for start in range(0, len(convs), chunk):
-        c, s = convs[start:start + chunk], sampling[start:start + chunk]
+    for c, s in zip(batches(llm, convs, batch_size), batches(llm, sampling, batch_size)):
         replies = list(llm.chat(c, s))
         if len(replies) != len(c):
             raise RuntimeError(f"the model returned {len(replies)} replies for {len(c)} conversations")
@@ -234,7 +238,7 @@ def _llm_pass(cfg: CleanConfig, items: list[_Item], llm: ChatModel, counts: Coun
     requests: dict[tuple[str, str | None], int] = {}
     convs, sampling, nonces, inputs = [], [], [], []
     for it in todo:
-        limit = llm_clean.reply_token_limit(it.llm_input, cfg.llm)
+        limit = clean_llm.reply_token_limit(it.llm_input, cfg.llm)
         if limit is None:
             it.record["fallback"] = TOO_LONG
             it.llm_input = None
@@ -242,9 +246,9 @@ def _llm_pass(cfg: CleanConfig, items: list[_Item], llm: ChatModel, counts: Coun
         key = (it.llm_input, _sendable(it.prompt))
         if key not in requests:
             requests[key] = len(convs)
-            conv = llm_clean.build_prompt(it.llm_input, key[1], cfg.llm.max_prompt_chars)
+            conv = clean_llm.format_input(it.llm_input, key[1], cfg.llm.max_prompt_chars)
             convs.append(conv)
-            nonces.append(llm_clean.nonce_of(conv))
+            nonces.append(clean_llm.nonce_of(conv))
             sampling.append(Sampling(temperature=0.0, top_p=1.0, max_new_tokens=limit, seed=cfg.llm.seed))
             inputs.append(it)
         it.request = requests[key]
@@ -256,7 +260,7 @@ def _llm_pass(cfg: CleanConfig, items: list[_Item], llm: ChatModel, counts: Coun
     replies = _chat_all(llm, convs, sampling, cfg.llm.batch_size, usage) if convs else []
 
     # parse, then (optionally) label stances with the LLM, then verify each distinct request once
-    parsed = [llm_clean.parse(r, n) for r, n in zip(replies, nonces)]
+    parsed = [clean_llm.parse_output(r, n) for r, n in zip(replies, nonces)]
     candidates: list[str | None] = []
     for p, it in zip(parsed, inputs):
         candidates.append(it.llm_input if p.status == "unchanged" else p.text)
@@ -275,8 +279,7 @@ def _llm_pass(cfg: CleanConfig, items: list[_Item], llm: ChatModel, counts: Coun
     verdicts: list[Verdict] = []
     for i, (p, cand, it) in enumerate(zip(parsed, candidates, inputs)):
         if p.status == "request_failed":
-            failure = getattr(replies[i], "failure", None) or ("failed", "")
-            verdicts.append(Verdict.failed(REQUEST_FAILED, detail=f"{failure[0]}: {failure[1]}"[:300]))
+            verdicts.append(Verdict.failed(REQUEST_FAILED, detail=str(p.failure)[:300]))
         elif cand is None:
             verdicts.append(Verdict.failed(UNPARSED, detail=f"reply {p.status}"))
         else:
@@ -427,7 +430,7 @@ def run(cfg: CleanConfig, rows_path: Path, out_dir: Path, fields: tuple[str, ...
         raise ConfigError(f"clean.variant {cfg.variant} needs a teacher model (run(..., llm=load_teacher(...)))")
     rows = records.read_jsonl(rows_path, max_line_bytes=cfg.max_row_bytes)
     cleaned, counts = clean_rows(cfg, rows, fields, str(rows_path), llm)
-    out = Path(out_dir) / "cleaned.jsonl"
+    out = Path(out_dir) / CLEANED
     records.write_jsonl(out, cleaned)
     return StageResult(outputs={"rows": out}, metrics=stage_metrics(counts))
 

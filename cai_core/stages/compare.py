@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from cai_core import records, storage
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import StageError
+from cai_core.runtime.artifacts import ABLATION_HTML, ABLATION_JSON, ABLATION_MD, METRICS
 from cai_core.stages.base import StageResult
 
 # Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom.
@@ -56,7 +57,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def _select(metrics: dict, patterns: Sequence[str]) -> dict[str, float]:
-    flat = {f"{step}.{k}": v for step, m in metrics.items() for k, v in m.items()
+    flat = {f"{step}.{k}": v for step, m in metrics.items() if isinstance(m, dict) for k, v in m.items()
             if isinstance(v, (int, float)) and math.isfinite(v)}
     out = {}
     for pattern in patterns:
@@ -71,7 +72,7 @@ def run(cfg: CompareConfig, members: Sequence[dict], out_dir: Path) -> StageResu
     """`members`: [{"variant", "seed", "run_root"}] of completed pipeline runs."""
     by_variant: dict[str, list[dict[str, float]]] = {}
     for member in members:
-        path = storage.join(member["run_root"], "metrics.json")
+        path = storage.join(member["run_root"], METRICS)
         if not storage.exists(path):
             raise StageError(f"ablation member {member['variant']}/seed {member['seed']}: no metrics.json at {path}")
         selected = _select(json.loads(storage.read_text(path)), cfg.metrics)
@@ -84,13 +85,13 @@ def run(cfg: CompareConfig, members: Sequence[dict], out_dir: Path) -> StageResu
             values = [r[key] for r in runs if key in r]
             mean, low, high = mean_ci(values)
             table[variant][key] = {"mean": mean, "ci_low": low, "ci_high": high, "n": len(values)}
-    records.write_json(out_dir / "ablation.json", table)
+    records.write_json(out_dir / ABLATION_JSON, table)
     md, page = _render(cfg.title, table)
-    records.atomic_write(out_dir / "ablation.md", md)
-    records.atomic_write(out_dir / "ablation.html", page)
+    records.atomic_write(out_dir / ABLATION_MD, md)
+    records.atomic_write(out_dir / ABLATION_HTML, page)
     metrics = {f"{v}.{k}": s["mean"] for v, rows in table.items() for k, s in rows.items()}
-    return StageResult(outputs={"json": out_dir / "ablation.json", "markdown": out_dir / "ablation.md",
-                                "html": out_dir / "ablation.html"},
+    return StageResult(outputs={"json": out_dir / ABLATION_JSON, "markdown": out_dir / ABLATION_MD,
+                                "html": out_dir / ABLATION_HTML},
                        metrics={"variants": len(table), "members": len(members), **metrics},
                        details={"table": table})
 

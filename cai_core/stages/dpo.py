@@ -48,9 +48,10 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from cai_core import deepspeed_configs
-from cai_core.configbase import require
+from cai_core.config.base import require
 from cai_core.errors import InputError, StageError
 from cai_core.records import PREFERENCE, read_jsonl
+from cai_core.runtime.artifacts import TRAIN_LOG
 from cai_core.stages.base import StageResult
 from cai_core.stages.sft import (
     Prepared,
@@ -172,7 +173,7 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
     """
     from trl import DPOConfig, DPOTrainer
 
-    from cai_core.models.tiny import resolve_model
+    from cai_core.models.registry import resolve_model
 
     data, out_dir = Path(data), Path(out_dir)
     numbered, counts = load_numbered_pairs(data, cfg.min_confidence)
@@ -214,7 +215,7 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
         max_length=max_length,
         precompute_ref_log_probs=precompute,
         precompute_ref_batch_size=cfg.precompute_ref_batch_size or None,
-        **trainer_args(cfg, ds_config),
+        **trainer_args(cfg, ds_config, rows=len(examples)),
     )
     half = cfg.bf16 and ds_config is not None
     policy = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation)
@@ -230,7 +231,7 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
 
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset, cleanup = _dataset(examples, out_dir / ".dpo_dataset", file_backed=args.world_size > 1)
-    callback = train_log_callback(out_dir / "train_log.jsonl", resume_step=checkpoint_step(resume_from))
+    callback = train_log_callback(out_dir / TRAIN_LOG, resume_step=checkpoint_step(resume_from))
     # With precompute and no ref_model, TRL takes the reference log-probs from the policy before its first step,
     # i.e. from the SFT model: exactly the frozen reference, without a second copy in memory.
     trainer = DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=dataset,

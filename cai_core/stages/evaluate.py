@@ -27,6 +27,10 @@ Metrics (flat, per model): `<m>.mt_bench_t1`, `<m>.mt_bench_t2`, `<m>.mt_bench_a
 `<m>.mean_chars`, and counts of every non-ok status (`<m>.mt_bench_status_<s>`,
 `<m>.asr_status_<s>`, `<m>.over_refusal_status_<s>`). A figure with nothing to average
 (every grade failed) is absent, never 0.
+
+Before grading, the judge scores control items with known answers (`cai_core.eval.calibration`):
+`mt_bench_judge.control_accuracy` / `safety_judge.control_accuracy`, and `.calibrated` (0 or 1
+against `min_grader_accuracy`). The scores of an uncalibrated grader stay, marked so.
 """
 from __future__ import annotations
 
@@ -35,11 +39,14 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
 from cai_core import records
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.eval import load_prompt_set, mt_bench, resolve_judge_mode, safety
-from cai_core.llm.base import ChatModel, Sampling
+from cai_core.eval.answers import answer_all, worst_loops
+from cai_core.eval.calibration import grader_metrics
+from cai_core.llm.base import ChatModel, opened
 from cai_core.metrics.repetition import collapse_metrics
-from cai_core.progress import Progress, log
+from cai_core.progress import log
+from cai_core.runtime.artifacts import EVAL_SUMMARY
 from cai_core.stages.base import StageResult
 
 SETS = ("eval", "mt_bench", "red_team", "benign")
@@ -84,6 +91,9 @@ class EvaluateConfig(ConfigBase):
     judge_max_new_tokens: int = 512
     #: Worst tail-looping answers shown in the report's gallery.
     gallery: int = 6
+    #: The graders first score control items with known answers (cai_core/eval/calibration.py); below this share
+    #: right their scores are marked uncalibrated in metrics.json and the report. 0 skips the controls.
+    min_grader_accuracy: float = 0.75
 
     def validate(self) -> None:
         require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
@@ -96,34 +106,7 @@ class EvaluateConfig(ConfigBase):
         require(self.benign_max >= 0, "benign_max", "must be >= 0 (0 = all)")
         require(self.judge_max_new_tokens >= 8, "judge_max_new_tokens", "must be >= 8")
         require(self.gallery >= 0, "gallery", "must be >= 0")
-
-
-def close_model(llm: Any) -> None:
-    """Release a model after use (frees memory; stops a vLLM server; flushes a journal)."""
-    close = getattr(llm, "close", None)
-    if callable(close):
-        close()
-
-
-def answer_all(cfg: EvaluateConfig, llm: ChatModel, rows: list[dict], name: str, desc: str = "evaluate") -> list[dict]:
-    """Answers to the held-out prompts: rows {id, prompt, category, model, response}."""
-    progress = Progress(f"{desc}[{name}]", total=len(rows), unit="answers")
-    out = []
-    size = max(1, len(rows)) if getattr(llm, "remote", False) else cfg.batch_size
-    for start in range(0, len(rows), size):
-        batch = rows[start:start + size]
-        sampling = [Sampling(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
-                             seed=int(records.row_id(cfg.seed, r["id"])[:8], 16)) for r in batch]
-        texts = llm.chat([[{"role": "user", "content": r["prompt"]}] for r in batch], sampling)
-        for r, t in zip(batch, texts):
-            row = {"id": r["id"], "prompt": r["prompt"], "category": r.get("category", "unknown"),
-                   "model": name, "response": str(t).strip()}
-            failure = getattr(t, "failure", None)
-            if failure:
-                row["answer_status"], row["answer_reason"] = "generation_failed", f"{failure[0]}: {failure[1]}"
-            out.append(row)
-        progress.update(len(batch))
-    return out
+        require(0 <= self.min_grader_accuracy <= 1, "min_grader_accuracy", "must be in [0, 1] (0 = no controls)")
 
 
 def answer_metrics(answers: list[dict]) -> dict[str, float]:
@@ -145,13 +128,6 @@ def mt_bench_texts(rows: list[dict]) -> list[dict]:
     return out
 
 
-def policy_loader(model_cfg: Any, vllm_cfg: Any = None) -> Callable[[str], ChatModel]:
-    """path -> ChatModel for the policy backend of `model_cfg` (transformers in process, or vLLM servers)."""
-    from cai_core.llm.vllm_server import load_policy_model
-
-    return lambda path: load_policy_model(path, model_cfg, vllm_cfg)
-
-
 def _put(metrics: dict, key: str, value: Any) -> None:
     if value is not None:
         metrics[key] = float(value)
@@ -170,8 +146,7 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
     mt_tokens = cfg.mt_bench_max_new_tokens or cfg.max_new_tokens
     answers: dict[str, dict[str, list[dict]]] = {}
     for name, path in models.items():
-        llm = load_model(path)
-        try:
+        with opened(load_model(path)) as llm:
             kw = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed,
                       batch_size=cfg.batch_size)
             answers[name] = {
@@ -180,8 +155,6 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
                 "red_team": safety.answer_prompts(llm, red, name, "red_team", **kw),
                 "benign": safety.answer_prompts(llm, benign, name, "benign", **kw),
             }
-        finally:
-            close_model(llm)
 
     own_judge = judge is None
     if own_judge and models:
@@ -189,7 +162,16 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
         log(f"evaluate: no judge given; the {first} model judges")
         judge = load_model(models[first])
     mode = resolve_judge_mode(cfg.judge_mode, judge)
+    graders: dict[str, Any] = {}
     try:
+        if judge is not None and cfg.min_grader_accuracy > 0:
+            graders = grader_metrics(judge, mode, min_accuracy=cfg.min_grader_accuracy,
+                                     max_new_tokens=cfg.judge_max_new_tokens, batch_size=cfg.batch_size,
+                                     mt_bench_used=bool(questions), safety_used=bool(red or benign))
+            for grader, m in graders.items():
+                if not m["calibrated"]:
+                    log(f"evaluate: WARNING: the {grader.replace('_', ' ')} scored {m['control_accuracy']:.0%} on "
+                        f"its control items (needs {cfg.min_grader_accuracy:.0%}): its scores are uncalibrated")
         every_mt = [r for a in answers.values() for r in a["mt_bench"]]
         if every_mt:
             mt_bench.grade(judge, every_mt, mode, max_new_tokens=cfg.judge_max_new_tokens, batch_size=cfg.batch_size)
@@ -197,11 +179,12 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
         if every_safety:
             safety.classify(judge, every_safety, mode, max_new_tokens=8, batch_size=cfg.batch_size)
     finally:
-        if own_judge:
-            close_model(judge)
+        if own_judge and judge is not None:
+            judge.close()
 
     metrics: dict[str, float] = {"prompts": len(rows), "mt_bench_questions": len(questions),
                                  "red_team_prompts": len(red), "benign_prompts": len(benign)}
+    metrics.update({f"{grader}.{k}": v for grader, m in graders.items() for k, v in m.items()})
     per_model: dict[str, dict] = {}
     outputs: dict[str, Path] = {}
     gallery_rows: list[dict] = []
@@ -250,8 +233,6 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
                     m[f"{key}_status_{status}"] = float(n)
         metrics.update({f"{name}.{k}": v for k, v in m.items()})
 
-    from cai_core.stages.gate import worst_loops
-
     judge_statuses: dict[str, dict[str, int]] = {"mt_bench": {}, "safety": {}}
     for info in per_model.values():
         for s, n in info["mt_bench"]["statuses"].items():
@@ -260,26 +241,9 @@ def run(cfg: EvaluateConfig, prompts: Path, models: Mapping[str, str], out_dir: 
             for s, n in (info[key] or {}).get("statuses", {}).items():
                 judge_statuses["safety"][s] = judge_statuses["safety"].get(s, 0) + n
     details = {"per_model": per_model, "models": dict(models), "gallery": worst_loops(gallery_rows, cfg.gallery),
-               "judge": {"name": getattr(judge, "name", "none"), "mode": mode, "statuses": judge_statuses}}
-    outputs["summary"] = out_dir / "summary.json"
+               "judge": {"name": getattr(judge, "name", "none"), "mode": mode, "statuses": judge_statuses,
+                         "calibration": graders}}
+    outputs["summary"] = out_dir / EVAL_SUMMARY
     records.write_json(outputs["summary"], details)
     return StageResult(outputs=outputs, metrics=metrics, details=details)
 
-
-def call(c: dict, i: Mapping[str, Path], o: Path, p: Mapping) -> StageResult:
-    """The runtime step: `Step(("evaluate", "model", "teacher"), call)`.
-
-    Inputs prompts, sft, dpo; params base_model and models (comma-separated names, default
-    base,sft,dpo). The judge is the run's teacher (load_teacher: an endpoint, else the base model).
-    """
-    from cai_core.llm import load_teacher
-
-    names = [n.strip() for n in str(p.get("models", "base,sft,dpo")).split(",") if n.strip()]
-    paths = {"base": p["base_model"], "sft": str(Path(i["sft"]) / "model"), "dpo": str(Path(i["dpo"]) / "model")}
-    models = {n: paths[n] for n in names if n in paths}
-    judge = load_teacher(c["teacher"], c["model"], journal=p.get("_journal")) if "teacher" in c else None
-    try:
-        return run(c["section"], Path(i["prompts"]) / "prompts.jsonl", models, o,
-                   load_model=policy_loader(c["model"], c.get("vllm")), judge=judge)
-    finally:
-        close_model(judge)

@@ -8,10 +8,15 @@ a loop to show). Each model's answers are measured with the collapse metrics of
     rep-2 / rep-3 / rep-4 <= max_rep_n, tail-loop rate <= max_tail_loop_rate,
     distinct-2 >= min_distinct_2, share of empty answers <= max_empty_rate
 
-A threshold set to a negative number (a max) is off. Every model gets a verdict
+and, against the base model's probe answers (when base is probed),
+
+    distinct-2 >= min_distinct_2_vs_base x the base model's distinct-2
+
+A threshold set to a negative number (a max) or 0 (a min) is off. Every model gets a verdict
 (pass / fail) with one reason per failed check; the run's verdict is the `candidate`'s
-(the DPO model): ``pass``, else ``fail`` (mode fail: the pipeline does not evaluate or
-promote it, and the report says why) or ``flag`` (mode flag: promoted, marked in the report).
+(the DPO model): ``pass``, else ``fail`` (mode fail: the pipeline does not evaluate it, and
+the report says why) or ``flag`` (mode flag: evaluated for the record, marked in the report).
+Only ``pass`` promotes: a model that broke a threshold is never promoted, whatever the mode.
 
 Outputs: `gate.json` (verdict, reasons, per-model metrics and checks, thresholds,
 the worst looping answers), `probes_<model>.jsonl`. Metrics: `pass`, `promoted`,
@@ -24,14 +29,15 @@ from pathlib import Path
 from typing import Callable, Literal, Mapping
 
 from cai_core import records
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import StageError
-from cai_core.llm.base import ChatModel
-from cai_core.metrics.repetition import collapse_metrics, is_tail_loop, ngrams, tokens
+from cai_core.eval.answers import answer_all, worst_loops
+from cai_core.llm.base import ChatModel, opened
+from cai_core.metrics.repetition import collapse_metrics
+from cai_core.runtime.artifacts import GATE
 from cai_core.stages.base import StageResult
 
 VERDICTS = ("pass", "fail", "flag")
-GATE_FILE = "gate.json"
 #: (metric, config field, kind): a "max" check fails above the threshold, a "min" check below it.
 CHECKS = (("rep_2", "max_rep_2", "max"), ("rep_3", "max_rep_3", "max"), ("rep_4", "max_rep_4", "max"),
           ("tail_loop_rate", "max_tail_loop_rate", "max"), ("distinct_2", "min_distinct_2", "min"),
@@ -40,7 +46,8 @@ CHECKS = (("rep_2", "max_rep_2", "max"), ("rep_3", "max_rep_3", "max"), ("rep_4"
 
 @dataclass(frozen=True)
 class GateConfig(ConfigBase):
-    #: fail: a candidate over a threshold is not evaluated or promoted; flag: it goes on, marked in the report.
+    #: fail: a candidate over a threshold is not evaluated; flag: it is evaluated, marked in the report. Neither
+    #: is promoted: only a candidate that passes every check is.
     mode: Literal["fail", "flag"] = "fail"
     #: Models that answer the probes (each gets a verdict): any of base, sft, dpo.
     models: tuple[str, ...] = ("base", "sft", "dpo")
@@ -63,7 +70,9 @@ class GateConfig(ConfigBase):
     #: Lowest distinct-2 (unique/total bigrams pooled over the probe answers); 0 = off.
     min_distinct_2: float = 0.1
     #: Highest share of empty answers; negative = off.
-    max_empty_rate: float = 0.5
+    max_empty_rate: float = 0.25
+    #: Lowest distinct-2 as a share of the base model's (a collapse of variety that training caused); 0 = off.
+    min_distinct_2_vs_base: float = 0.5
     #: Looping answers kept in gate.json and shown in the report.
     gallery: int = 4
 
@@ -82,7 +91,18 @@ class GateConfig(ConfigBase):
                 require(0 <= value <= 1, name, "must be in [0, 1] (0 = off)")
             else:
                 require(value <= 1, name, "must be <= 1 (negative = off)")
+        require(0 <= self.min_distinct_2_vs_base <= 1, "min_distinct_2_vs_base", "must be in [0, 1] (0 = off)")
         require(self.gallery >= 0, "gallery", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class _Probing:
+    """How the models answer the probes (`answer_all`'s settings): greedy, one fixed seed."""
+
+    max_new_tokens: int
+    batch_size: int
+    temperature: float = 0.0
+    seed: int = 0
 
 
 def probe_metrics(texts: list[str]) -> dict[str, float]:
@@ -91,8 +111,8 @@ def probe_metrics(texts: list[str]) -> dict[str, float]:
     return m
 
 
-def check(cfg: GateConfig, metrics: Mapping[str, float]) -> list[str]:
-    """One reason per failed check, e.g. 'rep_3 0.62 > max_rep_3 0.4'."""
+def check(cfg: GateConfig, metrics: Mapping[str, float], base: Mapping[str, float] | None = None) -> list[str]:
+    """One reason per failed check, e.g. 'rep_3 0.62 > max_rep_3 0.4'; `base`: the base model's probe metrics."""
     reasons = []
     for metric, name, kind in CHECKS:
         limit, value = getattr(cfg, name), metrics.get(metric)
@@ -102,59 +122,45 @@ def check(cfg: GateConfig, metrics: Mapping[str, float]) -> list[str]:
             reasons.append(f"{metric} {value:.3g} > {name} {limit:g}")
         elif kind == "min" and limit > 0 and value < limit:
             reasons.append(f"{metric} {value:.3g} < {name} {limit:g}")
+    ratio, base_d2, d2 = cfg.min_distinct_2_vs_base, (base or {}).get("distinct_2"), metrics.get("distinct_2")
+    if ratio > 0 and base_d2 and d2 is not None and d2 < ratio * base_d2:
+        reasons.append(f"distinct_2 {d2:.3g} < min_distinct_2_vs_base {ratio:g} x base {base_d2:.3g}")
     return reasons
-
-
-def rep_n(text: str, n: int = 3) -> float:
-    grams = ngrams(tokens(text), n)
-    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def worst_loops(rows: list[dict], n: int) -> list[dict]:
-    """The `n` tail-looping answers with the highest rep-3 (then the longest)."""
-    loops = [r for r in rows if r["response"].strip() and is_tail_loop(r["response"])]
-    loops.sort(key=lambda r: (-rep_n(r["response"]), -len(r["response"]), r.get("model", ""), r["id"]))
-    return [{"model": r.get("model", ""), "set": r.get("set", ""), "id": r["id"], "prompt": r["prompt"],
-             "response": r["response"][:1200], "rep_3": round(rep_n(r["response"]), 4)} for r in loops[:n]]
 
 
 def run(cfg: GateConfig, prompts: Path, models: Mapping[str, str], out_dir: Path,
         load_model: Callable[[str], ChatModel]) -> StageResult:
     """Probe each model of `cfg.models` found in `models` (name -> path); the verdict is the candidate's."""
-    from cai_core.stages.evaluate import EvaluateConfig, answer_all, close_model
-
     if cfg.candidate not in models:
         raise StageError(f"gate: the candidate model '{cfg.candidate}' was not given (got {', '.join(models)})")
     rows = records.read_jsonl(prompts, records.PROMPT)[:cfg.probes]
-    answer_cfg = EvaluateConfig(max_new_tokens=cfg.max_new_tokens, temperature=0.0, batch_size=cfg.batch_size)
+    answer_cfg = _Probing(max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     per_model: dict[str, dict] = {}
     outputs: dict[str, Path] = {}
     every: list[dict] = []
     for name in cfg.models:
         if name not in models:
             continue
-        llm = load_model(models[name])
-        try:
+        with opened(load_model(models[name])) as llm:
             answers = answer_all(answer_cfg, llm, rows, name, desc="gate")
-        finally:
-            close_model(llm)
         for a in answers:
             a["set"] = "gate"
         every += answers
         outputs[f"probes_{name}"] = out_dir / f"probes_{name}.jsonl"
         records.write_jsonl(outputs[f"probes_{name}"], answers)
         metrics = probe_metrics([a["response"] for a in answers])
-        reasons = check(cfg, metrics)
+        base = per_model["base"]["metrics"] if name != "base" and "base" in per_model else None
+        reasons = check(cfg, metrics, base)
         per_model[name] = {"metrics": metrics, "pass": not reasons, "reasons": reasons}
     cand = per_model[cfg.candidate]
     verdict = "pass" if cand["pass"] else cfg.mode
-    promoted = verdict != "fail"
+    promoted = verdict == "pass"
     reasons = [f"{cfg.candidate}: {r}" for r in cand["reasons"]]
     summary = {"verdict": verdict, "promoted": promoted, "candidate": cfg.candidate, "mode": cfg.mode,
                "reasons": reasons, "probes": len(rows), "per_model": per_model,
                "thresholds": {name: getattr(cfg, name) for _, name, _ in CHECKS},
                "gallery": worst_loops(every, cfg.gallery)}
-    outputs["gate"] = out_dir / GATE_FILE
+    outputs["gate"] = out_dir / GATE
     records.write_json(outputs["gate"], summary)
     metrics_out: dict[str, float] = {"pass": float(cand["pass"]), "promoted": float(promoted),
                                      "failed_checks": float(len(cand["reasons"])), "probes": float(len(rows))}
@@ -165,16 +171,6 @@ def run(cfg: GateConfig, prompts: Path, models: Mapping[str, str], out_dir: Path
     return StageResult(outputs=outputs, metrics=metrics_out, details=summary)
 
 
-def call(c: dict, i: Mapping[str, Path], o: Path, p: Mapping) -> StageResult:
-    """The runtime step: `Step(("gate", "model"), call)`; inputs prompts, sft, dpo; param base_model."""
-    from cai_core.stages.evaluate import policy_loader
-
-    cfg: GateConfig = c["section"]
-    models = {"base": p["base_model"], "sft": str(Path(i["sft"]) / "model"), "dpo": str(Path(i["dpo"]) / "model")}
-    return run(cfg, Path(i["prompts"]) / "prompts.jsonl", {k: v for k, v in models.items() if k in cfg.models},
-               o, load_model=policy_loader(c["model"], c.get("vllm")))
-
-
 def verdict_of(stage: Mapping) -> str:
     """The verdict recorded in a gate step's `_stage.json` content (details.verdict)."""
     verdict = stage.get("details", {}).get("verdict")
@@ -183,4 +179,4 @@ def verdict_of(stage: Mapping) -> str:
     return verdict
 
 
-__all__ = ["CHECKS", "GateConfig", "VERDICTS", "call", "check", "probe_metrics", "run", "verdict_of", "worst_loops"]
+__all__ = ["CHECKS", "GateConfig", "VERDICTS", "check", "probe_metrics", "run", "verdict_of"]

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cai_core import records
-from cai_core.configbase import ConfigBase, require
-from cai_core.llm.base import ChatModel, Sampling
+from cai_core.config.base import ConfigBase, require
+from cai_core.llm.base import ChatModel, Sampling, batches
 from cai_core.progress import Progress
+from cai_core.runtime.artifacts import PAIRS
 from cai_core.stages.base import StageResult
 
 
@@ -46,10 +47,7 @@ def run(cfg: PairsConfig, prompts: Path, out_dir: Path, llm: ChatModel) -> Stage
     rows = records.read_jsonl(prompts, records.PROMPT)
     progress = Progress("pairs", total=len(rows) * 2, unit="answers")
     out = []
-    # A server (vLLM, an API) schedules its own batches: give it every row at once.
-    chunk = max(1, len(rows)) if getattr(llm, "remote", False) else cfg.batch_size
-    for start in range(0, len(rows), chunk):
-        batch = rows[start:start + chunk]
+    for batch in batches(llm, rows, cfg.batch_size):
         seeds = [sample_seeds(cfg, r["id"]) for r in batch]
         conversations, sampling = [], []
         for row, pair_seeds in zip(batch, seeds):
@@ -64,7 +62,7 @@ def run(cfg: PairsConfig, prompts: Path, out_dir: Path, llm: ChatModel) -> Stage
             out.append({"id": row["id"], "prompt": row["prompt"], "category": row.get("category", "unknown"),
                         "response_a": a, "response_b": b, "seed_a": seed_a, "seed_b": seed_b, "status": status})
         progress.update(2 * len(batch))
-    path = out_dir / "pairs.jsonl"
+    path = out_dir / PAIRS
     records.write_jsonl(path, out)
     metrics = {"rows": len(out)}
     for status in ("ok", "identical", "empty"):

@@ -12,8 +12,9 @@ from importlib import resources
 from pathlib import Path
 
 from cai_core import records, storage
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import InputError
+from cai_core.runtime.artifacts import PROMPTS
 from cai_core.stages.base import StageResult
 
 BUILTIN_SETS = ("prompts", "eval_prompts")
@@ -80,6 +81,6 @@ def load_prompts(cfg: PrepareConfig, workdir: Path) -> tuple[list[dict], dict[st
 def run(cfg: PrepareConfig, out_dir: Path) -> StageResult:
     with tempfile.TemporaryDirectory() as workdir:
         rows, counts = load_prompts(cfg, Path(workdir))
-    out = out_dir / "prompts.jsonl"
+    out = out_dir / PROMPTS
     records.write_jsonl(out, rows)
     return StageResult(outputs={"prompts": out}, metrics=counts)

@@ -27,10 +27,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from cai_core import records
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
+from cai_core.runtime import artifacts
+from cai_core.runtime.artifacts import STAGE_FILE
+from cai_core.runtime.steps import named
 from cai_core.stages.base import StageResult
 
-STAGE_FILE = "_stage.json"
+#: The steps that run the clean stage (revisions before SFT, pairs before judging).
+CLEAN_STEPS = named(lambda step: step.stage == "clean")
 
 # (title, [log keys]) per training stage; keys missing from a log are skipped.
 CURVES = {
@@ -247,13 +251,14 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
 
     doc = _Doc(cfg.title)
     pipeline_run = any(name != "evaluate" for name in stages)  # else: `cai evaluate` on its own
+    warnings = _front_matter(doc, stages, gate, models)
     if pipeline_run:
         doc.para("Pipeline: prepare -> revise -> clean -> SFT -> pairs -> clean -> judge -> DPO -> collapse gate -> "
                  "evaluate -> report.")
     else:
         models_seen = evaluate.get("details", {}).get("models", {})
         doc.para("Evaluation of " + ", ".join(f"{k} ({v})" for k, v in models_seen.items()) + ".")
-    plots_dir = out_dir / "plots"
+    plots_dir = out_dir / artifacts.PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     n_plots = 0
 
@@ -295,7 +300,7 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
         curves = 0
         for stage in ("sft", "dpo"):
             if stage in stage_dirs:
-                for i, (title, png) in enumerate(training_plots(stage, Path(stage_dirs[stage]) / "train_log.jsonl", cfg.dpi)):
+                for i, (title, png) in enumerate(training_plots(stage, Path(stage_dirs[stage]) / artifacts.TRAIN_LOG, cfg.dpi)):
                     name = f"{stage}_{i}.png"
                     (plots_dir / name).write_bytes(png)
                     doc.image(title, png, name)
@@ -314,12 +319,13 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.title)}</title>"
             f"<style>{_CSS}</style></head><body>{''.join(doc.html)}</body></html>\n")
     metrics_json["models"] = models
+    metrics_json["warnings"] = warnings
     if gate is not None:
         metrics_json["verdict"] = {"gate": gate.get("verdict"), "promoted": bool(gate.get("promoted")),
                                    "candidate": gate.get("candidate"), "reasons": gate.get("reasons", [])}
-    records.atomic_write(out_dir / "report.md", md)
-    records.atomic_write(out_dir / "report.html", page)
-    records.write_json(out_dir / "metrics.json", metrics_json)
+    records.atomic_write(out_dir / artifacts.REPORT_MD, md)
+    records.atomic_write(out_dir / artifacts.REPORT_HTML, page)
+    records.write_json(out_dir / artifacts.METRICS, metrics_json)
     result_metrics: dict[str, float] = {"plots": n_plots, "stages": len(stages)}
     if gate is not None:
         result_metrics["promoted"] = float(bool(gate.get("promoted")))
@@ -327,16 +333,95 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
         for key in ("mt_bench_avg", "asr", "over_refusal", "tail_loop_rate", "rep_3"):
             if row.get(key) is not None:
                 result_metrics[f"{name}.{key}"] = row[key]
-    return StageResult(outputs={"html": out_dir / "report.html", "markdown": out_dir / "report.md",
-                                "metrics": out_dir / "metrics.json"},
+    return StageResult(outputs={"html": out_dir / artifacts.REPORT_HTML, "markdown": out_dir / artifacts.REPORT_MD,
+                                "metrics": out_dir / artifacts.METRICS},
                        metrics=result_metrics)
+
+
+def _policy_names(stages: Mapping[str, dict]) -> list[str]:
+    """The configured model names the run trained or evaluated (e.g. "tiny"), as the stages recorded them."""
+    names = [stages.get("sft", {}).get("details", {}).get("model")]
+    names += list(stages.get("evaluate", {}).get("details", {}).get("models", {}).values())
+    return [n for n in names if isinstance(n, str)]
+
+
+def _front_matter(doc: _Doc, stages: Mapping[str, dict], gate: dict | None, models: Mapping[str, dict]) -> list[str]:
+    """What a reader must know first, in words: a smoke-test model, the verdict, judges whose numbers are noise,
+    and whether the model got better. Returns the warnings (also written to metrics.json)."""
+    from cai_core.models.registry import is_smoke_test
+
+    warnings: list[str] = []
+    if any(is_smoke_test(n) for n in _policy_names(stages)):
+        warnings.append("This run used the embedded tiny model, a random smoke-test model: its text is word salad "
+                        "and its numbers mean nothing about the method. Use --config smollm2 (a real model) or "
+                        "your own model.")
+    if gate is not None:
+        cand, reasons = gate.get("candidate", "dpo"), "; ".join(gate.get("reasons", [])) or "none"
+        if gate.get("promoted"):
+            doc.para(f"Verdict: PROMOTED. The {cand} model passed every collapse check of the gate.", "verdict-pass")
+        elif gate.get("verdict") == "flag":
+            doc.para(f"Verdict: NOT PROMOTED. The {cand} model broke collapse thresholds ({reasons}); it was "
+                     "evaluated for the record only (gate mode flag).", "verdict-flag")
+        else:
+            doc.para(f"Verdict: NOT PROMOTED. The {cand} model broke collapse thresholds ({reasons}), so it was "
+                     "not evaluated.", "verdict-fail")
+    judge = stages.get("judge", {}).get("metrics", {})
+    if judge.get("calibrated") == 0.0:
+        warnings.append(f"The preference judge picked the known-better response in {judge['control_accuracy']:.0%} "
+                        f"of its control pairs (chance is 50%; option A in {judge['control_first_slot_rate']:.0%} "
+                        "of its answers): its preferences, and so what DPO learned from them, are close to noise.")
+    em = stages.get("evaluate", {}).get("metrics", {})
+    if em.get("mt_bench_judge.calibrated") == 0.0:
+        warnings.append(f"The MT-Bench grader ranked a good answer above a bad one in "
+                        f"{em['mt_bench_judge.control_accuracy']:.0%} of its control pairs: the MT-Bench scores are "
+                        "uncalibrated and say nothing about helpfulness.")
+    if em.get("safety_judge.calibrated") == 0.0:
+        warnings.append(f"The safety classifier labelled {em['safety_judge.control_accuracy']:.0%} of its control "
+                        "replies right: the attack success and over-refusal rates are artifacts of that classifier, "
+                        "not findings about the models.")
+    for text in warnings:
+        doc.para("Warning: " + text, "verdict-flag")
+    summary = _in_words(models, calibrated_safety=em.get("safety_judge.calibrated") != 0.0,
+                        calibrated_mt=em.get("mt_bench_judge.calibrated") != 0.0)
+    if summary:
+        doc.para(summary)
+    return warnings
+
+
+def _in_words(models: Mapping[str, dict], *, calibrated_safety: bool, calibrated_mt: bool) -> str:
+    """One paragraph: did the DPO model get better than the base model, on the figures that can be trusted."""
+    base, dpo = models.get("base", {}), models.get("dpo", {})
+    if not base or not dpo or not dpo.get("evaluated"):
+        return ""
+    parts, better, worse = [], 0, 0
+    figures = [("tail_loop_rate", "tail-loop rate", -1, True), ("distinct_2", "distinct-2", +1, True),
+               ("asr", "attack success rate", -1, calibrated_safety),
+               ("mt_bench_avg", "MT-Bench average", +1, calibrated_mt)]
+    for key, label, sign, trusted in figures:
+        a, b = base.get(key), dpo.get(key)
+        if a is None or b is None or not trusted:
+            continue
+        parts.append(f"{label} {a:.3g} -> {b:.3g}")
+        better += sign * (b - a) > 0
+        worse += sign * (b - a) < 0
+    if not parts:
+        return ""
+    if better and not worse:
+        word = "better than the base model on every trusted figure"
+    elif worse and not better:
+        word = "worse than the base model on every trusted figure"
+    elif better or worse:
+        word = "mixed against the base model"
+    else:
+        word = "unchanged against the base model"
+    return f"In words: the DPO model is {word} ({'; '.join(parts)})."
 
 
 def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
     """Data cleaning counts and the preference judge's statistics."""
     doc.heading("Data cleaning")
     clean_rows = []
-    for name in ("clean_revisions", "clean_pairs"):
+    for name in CLEAN_STEPS:
         m = metrics_json.get(name)
         if m:
             reasons = ", ".join(f"{k[7:]}={int(v)}" for k, v in sorted(m.items()) if k.startswith("reason_")) or "none"
@@ -351,8 +436,8 @@ def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
 
 def _gate_details(stage_dirs: Mapping[str, Path], stages: Mapping[str, dict]) -> dict | None:
     path = stage_dirs.get("gate")
-    if path is not None and (Path(path) / "gate.json").exists():
-        return records.read_json(Path(path) / "gate.json")
+    if path is not None and (Path(path) / artifacts.GATE).exists():
+        return records.read_json(Path(path) / artifacts.GATE)
     details = stages.get("gate", {}).get("details")
     return details if details and "verdict" in details else None
 
@@ -386,8 +471,11 @@ def _gate_section(doc: _Doc, gate: dict | None) -> None:
 def _evaluation_tables(doc: _Doc, evaluate: dict, models: Mapping[str, dict], png: bytes | None = None) -> None:
     details = evaluate.get("details", {})
     per_model = {m: details.get("per_model", {})[m] for m in _order(details.get("per_model", {}))}
-    header = ["model", "MT-Bench T1", "MT-Bench T2", "MT-Bench avg", "ASR [95% CI]", "over-refusal [95% CI]",
-              "rep-2", "rep-3", "rep-4", "distinct-1", "distinct-2", "tail-loop", "gate"]
+    em = evaluate.get("metrics", {})
+    mt = " (uncalibrated)" if em.get("mt_bench_judge.calibrated") == 0.0 else ""
+    sa = " (uncalibrated)" if em.get("safety_judge.calibrated") == 0.0 else ""
+    header = ["model", f"MT-Bench T1{mt}", f"MT-Bench T2{mt}", f"MT-Bench avg{mt}", f"ASR [95% CI]{sa}",
+              f"over-refusal [95% CI]{sa}", "rep-2", "rep-3", "rep-4", "distinct-1", "distinct-2", "tail-loop", "gate"]
     rows = []
     for name in per_model:
         m = models.get(name, {})
@@ -447,15 +535,15 @@ def _examples(doc: _Doc, stage_dirs: Mapping[str, Path], n: int) -> None:
     if not n:
         return
     cleaned = stage_dirs.get("clean_revisions")
-    if cleaned and (Path(cleaned) / "cleaned.jsonl").exists():
-        rows = records.read_jsonl(Path(cleaned) / "cleaned.jsonl", allow_empty=True)[:n]
+    if cleaned and (Path(cleaned) / artifacts.CLEANED).exists():
+        rows = records.read_jsonl(Path(cleaned) / artifacts.CLEANED, allow_empty=True)[:n]
         doc.para("Revisions (first answer -> final revision -> cleaned):")
         doc.table(["prompt", "first answer", "final revision", "cleaned", "reasons"],
                   [[r["prompt"], r["response"], r["final"], r.get("final_cleaned", ""),
                     ", ".join(r.get("final_cleanup", {}).get("reasons", []))] for r in rows])
     judge = stage_dirs.get("judge")
-    if judge and (Path(judge) / "train.jsonl").exists():
-        rows = records.read_jsonl(Path(judge) / "train.jsonl", allow_empty=True)[:n]
+    if judge and (Path(judge) / artifacts.PREFERENCES).exists():
+        rows = records.read_jsonl(Path(judge) / artifacts.PREFERENCES, allow_empty=True)[:n]
         doc.para("Judged pairs:")
         doc.table(["prompt", "chosen", "rejected", "principle", "confidence"],
                   [[r["prompt"], r["chosen"], r["rejected"], r.get("principle_id", ""), r["confidence"]] for r in rows])

@@ -1,11 +1,13 @@
 """Stage 3, sft: supervised fine-tuning on (prompt, cleaned final revision).
 
 Each row ``{"id", "prompt", "response"}`` (records.SFT_ROW) becomes a
-conversation (optional system turn, the user prompt, the assistant response)
-and TRL's `SFTTrainer` trains on it with the loss on assistant tokens only
-(``assistant_only_loss``: the model's chat template marks the assistant turns
-with ``{% generation %}``). Our config maps onto TRL's `SFTConfig`; the trainer
-is used as is.
+conversational prompt-completion example (prompt: optional system turn and the
+user prompt; completion: the assistant response) and TRL's `SFTTrainer` trains
+on it with the loss on the completion tokens only (``completion_only_loss``),
+which works with any chat template. ``assistant_only_loss`` instead trains on
+whole conversations with the loss on the assistant turns, for templates that
+mark them with ``{% generation %}``. Our config maps onto TRL's `SFTConfig`;
+the trainer is used as is.
 
 Outputs under ``out_dir``: ``model/`` (the final model and tokenizer,
 safetensors, moved into place only when complete), ``train_log.jsonl`` (one
@@ -56,9 +58,10 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from cai_core import deepspeed_configs
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 from cai_core.errors import ConfigError, InputError, StageError
 from cai_core.records import SFT_ROW, read_jsonl, write_json, write_jsonl
+from cai_core.runtime.artifacts import MODEL_DIR, TRAIN_LOG
 from cai_core.stages.base import StageResult
 from cai_core.stages.training_config import TrainingConfig
 
@@ -73,8 +76,11 @@ SHAPE_KEYS = ("model_type", "architectures", "vocab_size", "hidden_size", "inter
 class SFTStageConfig(TrainingConfig):
     """Supervised fine-tuning (TRL SFTTrainer) on the cleaned revisions (the shared fields: TrainingConfig)."""
 
-    #: Loss on the assistant turns only (needs {% generation %} in the chat template); false trains on every token.
-    assistant_only_loss: bool = True
+    #: Loss on the response tokens only (prompt-completion rows; works with any chat template); false: every token.
+    completion_only_loss: bool = True
+    #: Train on whole conversations with the loss on the assistant turns (needs {% generation %} in the chat
+    #: template); replaces completion_only_loss when true.
+    assistant_only_loss: bool = False
     #: Pack several examples into each max_length sequence (needs a FlashAttention attn_implementation; GPU only).
     packing: bool = False
     #: How packing fills sequences: bfd (best fit, padding-free), bfd_split (splits overflow), wrapped (cuts rows).
@@ -156,7 +162,7 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from cai_core.models.tiny import resolve_model
+    from cai_core.models.registry import resolve_model
 
     data, out_dir = Path(data), Path(out_dir)
     rows = load_sft_rows(data)
@@ -167,8 +173,8 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
     max_length = clamp_max_length(cfg.max_length, model_config)
     if cfg.assistant_only_loss and not has_generation_markers(tokenizer):
         raise InputError(f"model '{model}': its chat template does not mark assistant turns with "
-                         "{% generation %}, which assistant_only_loss needs; use a template that does, or set "
-                         "sft.assistant_only_loss: false")
+                         "{% generation %}, which assistant_only_loss needs; set sft.assistant_only_loss: false "
+                         "(the default: loss on the response tokens, with any template)")
 
     conversations = [build_messages(r["prompt"], r["response"], cfg.system_prompt) for r in rows]
     lengths = [len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"])
@@ -183,17 +189,21 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
         output_dir=str(ckpt_dir),
         max_length=max_length,
         assistant_only_loss=cfg.assistant_only_loss,
+        completion_only_loss=cfg.completion_only_loss and not cfg.assistant_only_loss,
         packing=cfg.packing,
         packing_strategy=cfg.packing_strategy,
         padding_free=cfg.padding_free,
-        **trainer_args(cfg, ds_config),
+        **trainer_args(cfg, ds_config, rows=len(rows)),
     )
     policy = load_model(model_path, model, half=cfg.bf16 and ds_config is not None,
                         attn_implementation=cfg.attn_implementation)
-    dataset = Dataset.from_list([{"messages": m} for m in conversations])
+    if cfg.assistant_only_loss:
+        dataset = Dataset.from_list([{"messages": m} for m in conversations])
+    else:
+        dataset = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in conversations])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    callback = train_log_callback(out_dir / "train_log.jsonl", resume_step=checkpoint_step(resume_from))
+    callback = train_log_callback(out_dir / TRAIN_LOG, resume_step=checkpoint_step(resume_from))
     trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer,
                          callbacks=[callback, *callbacks])
     rows_dropped = 0 if cfg.packing else len(rows) - len(trainer.train_dataset)
@@ -220,7 +230,7 @@ def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: s
     trainer, callback = prepared.trainer, prepared.callback
     train_output = trainer.train(resume_from_checkpoint=prepared.resume_from)
     check_finite(callback, stage)
-    model_dir = save_final_model(trainer, out_dir / "model")
+    model_dir = save_final_model(trainer, out_dir / MODEL_DIR)
     metrics = training_metrics(callback, trainer, train_output)
     metrics.update(prepared.counts)
     if trainer.is_world_process_zero():
@@ -230,11 +240,28 @@ def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: s
         if trainer.is_local_process_zero():
             shutil.rmtree(path, ignore_errors=True)
     return StageResult(outputs={"model": model_dir, "train_log": callback.path}, metrics=metrics,
-                       details={"resumed_from": prepared.resume_from, **prepared.details})
+                       details={"model": model, "resumed_from": prepared.resume_from, **prepared.details})
 
 
-def trainer_args(cfg: TrainingConfig, ds_config: dict | None = None) -> dict[str, Any]:
+def warmup_steps(cfg: TrainingConfig, rows: int, world_size: int | None = None) -> int:
+    """Warm-up steps: warmup_ratio of the run's optimizer steps, rounded down.
+
+    transformers' warm-up gives the first step lr 0 (it ramps step/warmup), and rounds the ratio up: a run of a
+    few steps would spend its first (or only) step at lr 0 and change nothing. Rounded down, a short run has no
+    warm-up and every step trains.
+    """
+    if cfg.warmup_ratio <= 0:
+        return 0
+    world = world_size or int(os.environ.get("WORLD_SIZE", "1"))
+    per_epoch = math.ceil(math.ceil(max(1, rows) / (cfg.per_device_batch_size * world)) / cfg.gradient_accumulation_steps)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.epochs * per_epoch)
+    return min(int(cfg.warmup_ratio * total), max(0, total - 1))
+
+
+def trainer_args(cfg: TrainingConfig, ds_config: dict | None = None, *, rows: int) -> dict[str, Any]:
     """The TrainingArguments common to our SFT and DPO configs (the fields of their base, TrainingConfig).
+
+    `rows`: the training rows (pairs for dpo), from which the warm-up steps are counted (`warmup_steps`).
 
     `ds_config` is the parsed DeepSpeed config (deepspeed_configs.load); it is passed to TRL as a dict, so the
     pods need no file. On CPU it also sets up the process group DeepSpeed needs (see `_cpu_deepspeed_state`).
@@ -253,8 +280,7 @@ def trainer_args(cfg: TrainingConfig, ds_config: dict | None = None) -> dict[str
         learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        # transformers 5 has no warmup_ratio: a warmup_steps value below 1 is read as a ratio of the steps
-        warmup_steps=cfg.warmup_ratio,
+        warmup_steps=warmup_steps(cfg, rows),
         lr_scheduler_type=cfg.lr_scheduler,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
@@ -366,7 +392,7 @@ def load_model(path: str, name: str, *, half: bool = False, attn_implementation:
 
 def load_model_for_training(name_or_path: str):
     """(model in fp32, tokenizer, resolved path); a missing or unloadable model is an InputError."""
-    from cai_core.models.tiny import resolve_model
+    from cai_core.models.registry import resolve_model
 
     path = resolve_model(name_or_path)
     tokenizer, _ = load_tokenizer_and_config(path, name_or_path)

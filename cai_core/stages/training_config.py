@@ -2,7 +2,7 @@
 
 `TrainingConfig` holds the fields, their docs and their range checks; `SFTStageConfig` and `DPOStageConfig`
 subclass it, add their own fields and re-declare the inherited ones whose default or wording differs for them
-(`configbase.field_docs` reads the `#:` comments along the class hierarchy, the subclass's winning).
+(`config.base.field_docs` reads the `#:` comments along the class hierarchy, the subclass's winning).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cai_core import deepspeed_configs
-from cai_core.configbase import ConfigBase, require
+from cai_core.config.base import ConfigBase, require
 
 LrScheduler = Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_min_lr"]
 LongRows = Literal["truncate", "error"]

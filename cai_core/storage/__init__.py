@@ -38,6 +38,7 @@ from cai_core.storage.files import (
     write_stream,
     write_text,
 )
+from cai_core.storage.local import file_sha256
 from cai_core.storage.manifest import MANIFEST_NAME, read_manifest
 from cai_core.storage.uris import is_remote, join
 
@@ -53,6 +54,7 @@ __all__ = [
     "download_dir",
     "download_file",
     "exists",
+    "file_sha256",
     "is_remote",
     "join",
     "list_files",

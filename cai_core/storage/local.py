@@ -53,6 +53,11 @@ def _hash_file(path: str) -> tuple[int, str]:
         return _copy_stream(fh, _NullWriter())
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a local file (read in blocks)."""
+    return _hash_file(os.fspath(path))[1]
+
+
 class _NullWriter:
     def write(self, _data: bytes) -> None:
         return None

@@ -218,5 +218,8 @@ class StandInTeacher:
             out.append([2.5 * votes, 0.0][: len(choices)] + [0.0] * max(0, len(choices) - 2))
         return out
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 __all__ = ["DECOYS", "FEATURES", "STANDIN_NAME", "StandInTeacher", "feature_votes"]

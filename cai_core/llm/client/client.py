@@ -20,6 +20,7 @@ from cai_core.llm.client.ratelimit import _Limiter, _sleep, retry_after_s
 from cai_core.llm.client.requests import _PATHS, JOURNALED, Request, Result
 from cai_core.llm.client.summary import RunSummary
 from cai_core.llm.client.transport import FastTransport, _ConnError, _Timeout
+from cai_core.llm.client.window import ConcurrencyWindow
 from cai_core.progress import log
 
 class LLMClient(BatchMode):
@@ -45,6 +46,7 @@ class LLMClient(BatchMode):
         self.summary = RunSummary()
         self.last_summary = RunSummary()
         self._limiters: dict[str, _Limiter] = {}
+        self._window: ConcurrencyWindow | None = None
         self._ratio_est = self._ratio_act = 0.0  # prompt tokens: sum of estimates vs. sum of usage
         self._preflight_done = False
         self._proxy = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
@@ -83,12 +85,34 @@ class LLMClient(BatchMode):
                   if k.lower() not in ("host", "accept-encoding", "content-length")]
         return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
+    def limits_given(self) -> bool:
+        """rpm or tpm configured: they pace every model, nothing is learned and the window is fixed."""
+        return bool(self.cfg.rpm or self.cfg.tpm)
+
     def limiter(self, model: str) -> _Limiter:
-        """The model's buckets (with no rpm/tpm configured, only the pause after a 429 applies)."""
+        """The model's buckets: the given rpm/tpm, else those the server's x-ratelimit-limit-* headers state
+        (until it sends any, only the pause after a 429 applies)."""
         lim = self._limiters.get(model)
         if lim is None:
-            lim = self._limiters[model] = _Limiter(self.cfg.rpm, self.cfg.tpm, self.cfg.burst_s)
+            lim = self._limiters[model] = _Limiter(self.cfg.rpm, self.cfg.tpm, self.cfg.burst_s,
+                                                   learn=not self.limits_given())
         return lim
+
+    def window(self) -> ConcurrencyWindow:
+        """How many requests may be in flight (one window for the endpoint, kept over runs): adaptive from
+        initial_concurrency up to max_concurrency without given limits, else max_concurrency."""
+        if self._window is None:
+            cfg = self.cfg
+            self._window = ConcurrencyWindow(cfg.initial_concurrency, cfg.max_concurrency,
+                                             adaptive=cfg.adaptive_concurrency and not self.limits_given())
+        return self._window
+
+    def rate_status(self) -> str:
+        """The window and the rate limits in force, for progress lines."""
+        text = f"window {self.window().describe()}"
+        limits = "; ".join(f"{model} {lim.describe()}" if len(self._limiters) > 1 else lim.describe()
+                           for model, lim in self._limiters.items() if lim.rpm or lim.tpm)
+        return text + (f" | {limits}" if limits else "")
 
     def estimate_prompt_tokens(self, req: Request) -> float:
         """Prompt tokens before the reply says: characters / chars_per_token, times the ratio of usage to
@@ -192,6 +216,7 @@ class LLMClient(BatchMode):
             if self.cfg.preflight and not self._preflight_done:
                 await self._preflight(sdk)
             heads = {kind: self._head(sdk, kind) for kind in _PATHS}
+            run.progress.status = self.rate_status
             progress_task = asyncio.ensure_future(run.progress.run(run.stop))
             n = min(self.cfg.max_concurrency, len(run.todo))
             workers = [asyncio.ensure_future(self._worker(run, transport, sdk, heads)) for _ in range(n)]
@@ -327,16 +352,17 @@ class LLMClient(BatchMode):
         while True:
             est = self.estimate_prompt_tokens(req)
             charge = est + req.max_tokens
-            snap = await limiter.acquire(charge, run.stop)
-            if snap is None:  # the run stopped while this request waited for its turn
-                if not attempts:
-                    return None
-                return Result(req.key, "not_sent", reason=run.why_stop or "stopped", attempts=attempts)
-            attempts += 1
             retry_wait: float | None = None
             paused = False
+            attempts += 1
             try:
-                status, headers, content = await self._send(req, transport, sdk, heads)
+                reply = await self._attempt(run, req, limiter, charge, transport, sdk, heads)
+                if reply is None:  # the run stopped while this request waited for its turn: not sent
+                    attempts -= 1
+                    if not attempts:
+                        return None
+                    return Result(req.key, "not_sent", reason=run.why_stop or "stopped", attempts=attempts)
+                snap, status, headers, content = reply
             except _Timeout as exc:
                 last = f"timeout: {exc}"
             except _ConnError as exc:
@@ -344,6 +370,7 @@ class LLMClient(BatchMode):
             else:
                 if status == 429:
                     limiter.refund(charge)
+                limiter.learn(headers)
                 limiter.sync(snap, headers)
                 if status == 200:
                     return self._parse(req, content, attempts, limiter, est)  # ok, no_choices or malformed_reply
@@ -382,6 +409,36 @@ class LLMClient(BatchMode):
                 delay = 0.0 if paused else retry_wait + random.random() * min(0.1 * retry_wait + 0.01, 1.0)
             if delay > 0 and await _sleep(delay, run.stop):
                 return Result(req.key, "not_sent", reason=f"{run.why_stop} (last attempt: {last})", attempts=attempts)
+
+    async def _attempt(self, run: _Run, req: Request, limiter: _Limiter, charge: float, transport: FastTransport,
+                       sdk: Any, heads: dict[str, bytes]) -> tuple[tuple, int, dict, bytes] | None:
+        """One attempt, inside the concurrency window and the rate limits: (limiter snapshot, status, headers,
+        body); None when the run stopped first. Tells the window how it went."""
+        window = self.window()
+        await window.acquire()
+        try:
+            snap = await limiter.acquire(charge, run.stop)
+            if snap is None:
+                return None
+            window.sent()
+            t0 = time.monotonic()
+            try:
+                status, headers, content = await self._send(req, transport, sdk, heads)
+            except _Timeout:
+                window.on_timeout()
+                raise
+            except BaseException:
+                window.on_other()
+                raise
+            if status == 200:
+                window.on_success(time.monotonic() - t0)
+            elif status == 429:
+                window.on_rate_limited()
+            else:
+                window.on_other()
+            return snap, status, headers, content
+        finally:
+            window.release()
 
     def _parse(self, req: Request, content: bytes, attempts: int, limiter: _Limiter | None, est: float) -> Result:
         try:

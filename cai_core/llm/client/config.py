@@ -34,11 +34,18 @@ class ClientConfig(ConfigBase):
     model: str = "gpt-4o-mini"
     #: Environment variable holding the API key (OPENAI_API_KEY is also tried). Only the OpenAI API requires one.
     api_key_env: str = "OPENAI_API_KEY"
-    #: Requests in flight at once.
-    max_concurrency: int = 64
-    #: Requests per minute allowed per model (0 = no limit). Set it to your account's limit.
+    #: Most requests in flight at once: the ceiling of the adaptive window, or the fixed number with rpm/tpm
+    #: given or adaptive_concurrency off.
+    max_concurrency: int = 256
+    #: Without rpm/tpm: find the endpoint's limit by itself; the in-flight window grows while replies come back
+    #: without 429s and latency holds, and is cut on 429s and latency inflation (off: always max_concurrency).
+    adaptive_concurrency: bool = True
+    #: Requests in flight at first when the window adapts (at most max_concurrency).
+    initial_concurrency: int = 16
+    #: Requests per minute allowed per model (0: learned from the server's x-ratelimit-* headers, if it sends
+    #: them). Given, rpm/tpm win: nothing is learned and max_concurrency is fixed.
     rpm: int = 0
-    #: Tokens per minute allowed per model, prompt + max_tokens (0 = no limit).
+    #: Tokens per minute allowed per model, prompt + max_tokens (0: learned as rpm is).
     tpm: int = 0
     #: Seconds of refill the rate buckets hold (60: a minute's limit may be sent at once, as OpenAI allows).
     burst_s: float = 60.0
@@ -88,6 +95,7 @@ class ClientConfig(ConfigBase):
                 f"must start with http:// or https://, got {self.base_url!r}")
         require(bool(self.model.strip()), "model", "must not be empty")
         require(1 <= self.max_concurrency <= 4096, "max_concurrency", "must be between 1 and 4096")
+        require(self.initial_concurrency >= 1, "initial_concurrency", "must be >= 1")
         require(self.rpm >= 0 and self.tpm >= 0, "rpm", "rpm and tpm must be >= 0 (0 = no limit)")
         require(self.burst_s > 0, "burst_s", "must be > 0")
         require(self.timeout_s > 0, "timeout_s", "must be > 0")

@@ -5,6 +5,7 @@ import asyncio
 import collections
 import sys
 import time
+from typing import Callable
 
 from cai_core.llm.client.config import ClientConfig
 from cai_core.llm.client.errors import TeacherError
@@ -32,6 +33,7 @@ class _Progress:
         self.prices, self.discount = prices, discount
         self.done = self.errors = self.retries = self.tokens_in = self.tokens_out = 0
         self.start = time.monotonic()
+        self.status: Callable[[], str] | None = None  # the client's window and rate limits
         self._bar = None
         if total and sys.stdout.isatty():
             try:
@@ -55,9 +57,10 @@ class _Progress:
         eta = (self.total - self.done) / rate if rate > 0 else 0.0
         pct = 100.0 * self.done / self.total if self.total else 100.0
         cost = self.cost()
-        return (f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) | {rate:.1f} req/s | {_si(tok)} tok/s | "
+        line = (f"{self.desc}: {self.done}/{self.total} ({pct:.0f}%) | {rate:.1f} req/s | {_si(tok)} tok/s | "
                 f"elapsed {_clock(elapsed)} | ETA {_clock(eta)} | errors {self.errors} | retries {self.retries} | "
                 f"est. cost {'unknown' if cost is None else f'${cost:.4f}'}")
+        return line + (f" | {self.status()}" if self.status is not None else "")
 
     def tick(self) -> None:
         log(self.line())

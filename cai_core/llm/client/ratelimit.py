@@ -63,19 +63,72 @@ def retry_after_s(headers: dict[str, str]) -> float | None:
     return max(waits) if waits else None
 
 
-class _Limiter:
-    """Per-model RPM/TPM token buckets (continuous refill), FIFO, synced from x-ratelimit headers."""
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
 
-    def __init__(self, rpm: int, tpm: int, burst_s: float):
-        self.rpm, self.tpm = rpm, tpm
-        self.r_rate, self.t_rate = rpm / 60.0, tpm / 60.0
-        self.r_cap = max(1.0, rpm * burst_s / 60.0) if rpm else math.inf
-        self.t_cap = max(1.0, tpm * burst_s / 60.0) if tpm else math.inf
-        self.r, self.tk = self.r_cap, self.t_cap
+
+def ratelimit_headers(headers: dict[str, str], kind: str) -> tuple[int, float | None, float | None] | None:
+    """(limit per minute, remaining, seconds until full) from ``x-ratelimit-{limit,remaining,reset}-<kind>``
+    (`kind`: requests or tokens); None without a usable limit header."""
+    limit = _number(headers.get(f"x-ratelimit-limit-{kind}"))
+    if not limit or limit < 1:
+        return None
+    return int(limit), _number(headers.get(f"x-ratelimit-remaining-{kind}")), \
+        parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+
+
+class _Limiter:
+    """Per-model RPM/TPM token buckets (continuous refill), FIFO, synced from x-ratelimit headers.
+
+    With `learn` (no limits given), the limits the server states in ``x-ratelimit-limit-*`` become the
+    buckets' (again whenever they change), their capacity from ``remaining + reset * rate``.
+    """
+
+    def __init__(self, rpm: int, tpm: int, burst_s: float, *, learn: bool = False):
+        self.burst_s, self.learning, self.learned = burst_s, learn, False
+        self.rpm = self.tpm = 0
+        self.r_rate = self.t_rate = 0.0
+        self.r_cap = self.t_cap = math.inf
+        self.r = self.tk = math.inf
         self.t = time.monotonic()
+        if rpm:
+            self._set("requests", rpm, None, None)
+        if tpm:
+            self._set("tokens", tpm, None, None)
         self.blocked_until = 0.0
         self.adj_r = self.adj_t = 0.0  # cumulative corrections, to sync from stale headers without double counting
         self.lock: asyncio.Lock | None = None
+
+    def _set(self, kind: str, per_minute: int, remaining: float | None, reset_s: float | None) -> None:
+        rate = per_minute / 60.0
+        cap = max(1.0, per_minute * self.burst_s / 60.0)
+        if remaining is not None and reset_s is not None:
+            cap = min(float(per_minute), max(1.0, remaining + reset_s * rate))
+        level = cap if remaining is None else min(cap, remaining)
+        if kind == "requests":
+            self.rpm, self.r_rate, self.r_cap, self.r = per_minute, rate, cap, level
+        else:
+            self.tpm, self.t_rate, self.t_cap, self.tk = per_minute, rate, cap, level
+
+    def learn(self, headers: dict[str, str]) -> None:
+        """Take the limits the server states (only when none were given)."""
+        if not self.learning:
+            return
+        for kind, current in (("requests", self.rpm), ("tokens", self.tpm)):
+            stated = ratelimit_headers(headers, kind)
+            if stated is not None and stated[0] != current:
+                self._refill(time.monotonic())
+                self._set(kind, *stated)
+                self.learned = True
+
+    def describe(self) -> str:
+        """The limits in force, e.g. 'learned 1200 rpm, 90k tpm'."""
+        parts = [f"{n} {unit}" for n, unit in ((self.rpm, "rpm"), (self.tpm, "tpm")) if n]
+        return ("learned " if self.learned else "given ") + ", ".join(parts) if parts else "no rate limit known"
 
     def _refill(self, now: float) -> None:
         dt = now - self.t

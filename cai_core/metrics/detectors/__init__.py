@@ -1,11 +1,13 @@
 """Degeneration detectors: what is wrong with a generated text, where, and why.
 
 `detect(text, prompt=None, cfg=DetectorConfig())` returns a list of `Finding`
-(code, span, detail) in text order. The code is a stable reason code from the
-table below; the span is the ``(start, end)`` character range a cleaner would
-remove, or None when the finding is about the text as a whole (nothing to
-cut). Consecutive sentences flagged with the same code are one finding whose
-span covers the run. The rule cleaner (`cai_core.cleaning.rule`) removes
+(code, span, detail, replacement) in text order. The code is a stable reason
+code from the table below; the span is the ``(start, end)`` character range a
+cleaner would edit, or None when the finding is about the text as a whole
+(nothing to cut); the replacement is what takes the span's place (empty, for
+every code but ``mojibake``: the span is removed).
+Consecutive sentences flagged with the same code are one finding whose
+span covers the run. The rule cleaner (`cai_core.cleaning.rule`) edits
 exactly the spans found here and nothing else.
 
 ==========================  ==================================================
@@ -24,10 +26,13 @@ code                        meaning (span)
                             or of the same kind within the closing block (the
                             run of pleasantries and sign-offs that ends the
                             text); span: the later ones
-``signoff_pileup``          more than `max_signoffs` different sign-offs in
-                            the closing block ("Take care! Goodbye! Best
-                            regards,"); span: the extra sign-offs (and a name
-                            line under them)
+``signoff_pileup``          more than `max_signoffs` different closings in
+                            the closing block, counting its sign-offs and,
+                            once one is kept, every other kind of closing
+                            after it ("Take care! Goodbye! Best regards,",
+                            "Have a great day! Let me know if you need
+                            anything else!"); span: the extra ones (and a
+                            name line under them)
 ``emoji``                   an emoji or an emoticon, or a run of them
                             ("😊😊😊", ":) :)"); span: the run
 ``foreign_script``          letters of a script that is not a target script:
@@ -47,6 +52,14 @@ code                        meaning (span)
                             control character other than tab/newline/CR (it
                             cannot be written as UTF-8 or is decoding debris);
                             span: the run
+``mojibake``                text decoded with the wrong codec (UTF-8 read as
+                            Latin-1 or cp1252, once or more: ``cafÃ©``,
+                            ``doesnâ€™t``, ``Ã¯Â»Â¿``) in a line outside code
+                            and URLs; span: the garbled run, with the text
+                            ftfy decodes it to as the finding's replacement,
+                            or an empty replacement (remove it) for what does
+                            not decode: ``Â``/``Ã`` debris, lossy sequences,
+                            byte-order marks
 ``gopher_<stat>``           a Gopher repetition statistic above its threshold
                             (`GOPHER_CODES`, see `GopherThresholds`); span:
                             None; reported only, never cleaned
@@ -95,6 +108,7 @@ from cai_core.metrics.detectors.codes import (
     GOPHER_CODES,
     GOPHER_STATS,
     INVALID_CHAR,
+    MOJIBAKE,
     REPEATED_PLEASANTRY,
     REPEATED_SENTENCE,
     SIGNOFF_PILEUP,
@@ -124,6 +138,7 @@ __all__ = [
     "HEADING",
     "INVALID_CHAR",
     "LIST",
+    "MOJIBAKE",
     "PROSE",
     "QUOTE",
     "REPEATED_PLEASANTRY",

@@ -22,6 +22,7 @@ from cai_core.metrics.detectors.codes import (
     EMOJI,
     FOREIGN_SCRIPT,
     INVALID_CHAR,
+    MOJIBAKE,
     REPEATED_PLEASANTRY,
     REPEATED_SENTENCE,
     SIGNOFF_PILEUP,
@@ -39,6 +40,7 @@ from cai_core.metrics.detectors.markdown import (
     _merge_runs,
     _SpanSet,
 )
+from cai_core.metrics.detectors.mojibake import RARE_TELLTALE_RE, mojibake_findings
 from cai_core.metrics.detectors.precheck import _Doubt, _has_odd_space, _sentences_settled
 from cai_core.metrics.detectors.scripts import _GREEK_RE, _foreign_re, _prompt_scripts, _script_counts, _scripts_from
 from cai_core.metrics.detectors.sentences import (
@@ -60,9 +62,14 @@ def _char_findings(text: str, prompt: str | None, cfg: DetectorConfig, frozen: _
                    enabled: frozenset[str]) -> list[Finding]:
     out: list[Finding] = []
     rare = _rare_chars(text.encode("utf-8", "surrogatepass"))  # every character these rules look for
+    repaired = _SpanSet([])
+    if MOJIBAKE in enabled and rare and RARE_TELLTALE_RE.search(rare):
+        out += mojibake_findings(text, frozen)
+        repaired = _SpanSet([f.span for f in out])
     if INVALID_CHAR in enabled and ("\ufffd" in rare or not rare.isprintable()):
         for m in _INVALID_RE.finditer(text):
-            out.append(Finding(INVALID_CHAR, m.span(), f"{m.end() - m.start()} invalid character(s)"))
+            if not repaired.overlaps(*m.span()):  # ftfy's mark for lossy mojibake goes with the repair
+                out.append(Finding(INVALID_CHAR, m.span(), f"{m.end() - m.start()} invalid character(s)"))
     plain = text.isascii() or not _PLAIN_RE.search(rare)  # no emoji and no letters of other scripts
     if EMOJI in enabled:
         spans = _emoji_spans(text) if not plain else []
@@ -194,7 +201,8 @@ def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
     frozen = _SpanSet(_frozen_spans(text, lines))
     char_findings = _char_findings(text, prompt, cfg, frozen, enabled)
     findings += char_findings
-    masked = _mask(text, [f.span for f in char_findings if f.span is not None])
+    # mojibake stays visible to the sentence rules: it is text in the wrong codec, not noise to skip
+    masked = _mask(text, [f.span for f in char_findings if f.span is not None and f.code != MOJIBAKE])
     # the shortcut pays on answer-sized texts; a huge one is almost always a loop that fails it
     known_unsettled = doubt is not None and doubt.sentences and masked is text
     if (exhaustive or len(text) > _SHORTCUT_MAX_CHARS or known_unsettled or _has_odd_space(masked)
@@ -249,7 +257,8 @@ def _sentence_findings(text: str, masked: str, prompt: str | None, cfg: Detector
             j -= 1
         block.reverse()
         seen_kinds: set[str] = set()
-        signoffs = 0
+        signoffs = 0  # sign-offs kept, and the closings of other kinds kept after one
+        signed = False  # a sign-off is kept: every closing after it piles onto it
         last_flagged = None
         for idx in block:
             kind = U.kind(idx)
@@ -258,13 +267,15 @@ def _sentence_findings(text: str, masked: str, prompt: str | None, cfg: Detector
                     code[idx] = code[last_flagged]  # the name under a removed sign-off goes with it
                 continue
             c = None
+            counts = signed or is_signoff(kind)
             if kind in seen_kinds:
                 c = REPEATED_PLEASANTRY if want_pleasantry else None
-            elif is_signoff(kind) and signoffs >= cfg.max_signoffs:
+            elif counts and signoffs >= cfg.max_signoffs:
                 c = SIGNOFF_PILEUP if want_signoff else None
             else:
                 seen_kinds.add(kind)
-                signoffs += is_signoff(kind)
+                signoffs += counts
+                signed = signed or is_signoff(kind)
             if c:
                 code[idx] = c
                 last_flagged = idx

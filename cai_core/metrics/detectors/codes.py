@@ -10,10 +10,11 @@ EMOJI = "emoji"
 FOREIGN_SCRIPT = "foreign_script"
 TRUNCATED_FRAGMENT = "truncated_fragment"
 INVALID_CHAR = "invalid_char"
+MOJIBAKE = "mojibake"
 
 #: Codes whose findings carry a span a cleaner may remove, in report order.
 EDIT_CODES = (REPEATED_SENTENCE, REPEATED_PLEASANTRY, SIGNOFF_PILEUP, EMOJI, FOREIGN_SCRIPT,
-              TRUNCATED_FRAGMENT, INVALID_CHAR)
+              TRUNCATED_FRAGMENT, INVALID_CHAR, MOJIBAKE)
 
 GOPHER_STATS = ("dup_line_frac", "dup_para_frac", "dup_line_chars", "dup_para_chars",
                 "top_2gram", "top_3gram", "top_4gram",
@@ -27,8 +28,13 @@ DETECTOR_NAMES = EDIT_CODES + ("gopher",)
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem: a stable reason code, the span to remove (or None) and a human detail."""
+    """One problem: a stable reason code, the span to edit (or None) and a human detail.
+
+    `replacement` is what a cleaner puts in place of the span: empty (the span is removed) for
+    every code but ``mojibake``, whose findings carry the repaired text.
+    """
 
     code: str
     span: tuple[int, int] | None
     detail: str = ""
+    replacement: str = ""

@@ -64,7 +64,8 @@ class DetectorConfig(ConfigBase):
     min_loop_words: int = 3
     #: Longest block of sentences (in sentences) looked for as a back-to-back loop.
     max_loop_period: int = 8
-    #: Sign-offs kept in the closing block; further different ones are a pile-up.
+    #: Closings kept in the closing block, counting sign-offs and any other closing after a kept one;
+    #: further different ones are a pile-up.
     max_signoffs: int = 1
     #: An unpunctuated final fragment with no other sign of truncation needs this many words.
     min_fragment_words: int = 3

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from cai_core.metrics.detectors.characters import _SUSPECT_RE, _ends_with_emoji, _may_have_emoticon
 from cai_core.metrics.detectors.configs import DetectorConfig
+from cai_core.metrics.detectors.mojibake import RARE_TELLTALE_RE
 from cai_core.metrics.detectors.markdown import PROSE, _classify_lines, _Lines
 from cai_core.metrics.detectors.sentences import (
     _ALNUM_BYTES_RE,
@@ -81,6 +82,8 @@ def _precheck(text: str, cfg: DetectorConfig) -> _Doubt | None:
     rare = _rare_chars(text.encode("utf-8", "surrogatepass"))
     if rare and _PLAIN_RE.search(rare) and (_SUSPECT_RE.search(rare) or "\ufffd" in rare or not rare.isprintable()):
         return _Doubt(text)  # control or invalid characters, emoji, other scripts, odd spaces, format characters
+    if rare and RARE_TELLTALE_RE.search(rare):
+        return _Doubt(text)  # perhaps mojibake (its characters are all plain Latin-1 and cp1252 ones)
     if _may_have_emoticon(text):
         return _Doubt(text)
     doubt = _Doubt(text, sentences=True)
@@ -157,12 +160,14 @@ def _sentences_settled(text: str, masked: str, cfg: DetectorConfig, lines_of: Ca
         prose = "\n".join([masked[a:b] for a, b, k in zip(lines.start, lines.end, lines.kind) if k is PROSE])
         if _may_repeat(prose):
             return False
-    # The closing rules, on a walk from the end that goes at least as far back as the closing block:
+    # The closing rules, on a walk from the end that goes at least as far back as the closing block
+    # (a sign-off followed by another kind of closing is left to the analysis):
     # it stops at a long non-closing sentence, or at a short one (a possible name under a sign-off)
     # whose preceding sentence is not a sign-off ending in a comma.
     kinds: set[str] = set()
     signoffs = 0
     name_pending = False
+    closing_after = False  # a closing other than a sign-off comes later in the text
     for piece in _units_backwards(masked):
         key = sentence_key(piece)
         has_words = bool(key) and (key[0].isalnum() or bool(_ALNUM_RE.search(key)))
@@ -181,7 +186,11 @@ def _sentences_settled(text: str, masked: str, cfg: DetectorConfig, lines_of: Ca
         if kind in kinds:
             return False
         kinds.add(kind)
-        signoffs += is_signoff(kind)
+        signoff = is_signoff(kind)
+        if signoff and closing_after and cfg.max_signoffs:
+            return False  # closings after a kept sign-off count toward the limit
+        closing_after = closing_after or not signoff
+        signoffs += signoff
         if signoffs > cfg.max_signoffs:
             return False
     return True

@@ -15,6 +15,7 @@ Behaviour (all in `SimConfig`):
   is ``429`` with ``retry-after`` (whole seconds), ``retry-after-ms`` and the
   ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` headers (sent on every reply); as OpenAI
   documents, a refused request still counts against the per-minute request limit (``charge_rejected``);
+  ``ratelimit_headers: false`` hides the limits (no ``x-ratelimit-*`` headers; 429s keep Retry-After);
 * faults: random 5xx (``error_rate``), connection drops without a reply (``drop_rate``),
   hangs longer than any sane timeout (``hang_rate``), the first ``fail_first`` attempts of
   every distinct request answered with ``fail_status``; markers in a message switch

@@ -18,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rpm", type=int)
     ap.add_argument("--tpm", type=int)
     ap.add_argument("--burst-s", type=float)
+    ap.add_argument("--hide-limits", action="store_true", help="send no x-ratelimit-* headers")
     ap.add_argument("--error-rate", type=float)
     ap.add_argument("--drop-rate", type=float)
     ap.add_argument("--api-key")
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
              "drop_rate": args.drop_rate, "api_key": args.api_key, "context_length": args.context_length,
              "batch_delay_s": args.batch_delay_s, "reply": args.reply, "seed": args.seed}
     cfg.update({k: v for k, v in flags.items() if v is not None})
+    if args.hide_limits:
+        cfg.update({"ratelimit_headers": False})
     if args.latency:
         lo, _, hi = args.latency.partition(",")
         cfg.update({"latency_s": (float(lo), float(hi or lo))})

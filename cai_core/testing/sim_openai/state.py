@@ -34,6 +34,8 @@ class SimConfig:
     #: A request refused with 429 still counts against the RPM bucket (OpenAI: "unsuccessful requests
     #: contribute to your per-minute limit"); the debt is capped at one bucket.
     charge_rejected: bool = True
+    #: Send the x-ratelimit-* headers (off: the limits are hidden; a 429 still carries Retry-After).
+    ratelimit_headers: bool = True
     #: Probability of a random 500/502/503 reply.
     error_rate: float = 0.0
     #: Probability of closing the connection without a reply.
@@ -227,7 +229,9 @@ class SimState:
     # ----------------------------------------------------------------- limits
 
     def ratelimit_headers(self) -> list[tuple[str, str]]:
-        out = []
+        out: list[tuple[str, str]] = []
+        if not self.cfg.ratelimit_headers:
+            return out
         for name, bucket, limit in (("requests", self.req_bucket, self.cfg.rpm),
                                     ("tokens", self.tok_bucket, self.cfg.tpm)):
             if bucket is None:
@@ -248,6 +252,7 @@ class SimState:
         if wait > 0:
             if self.cfg.charge_rejected and self.req_bucket is not None:
                 self.req_bucket.level = max(-self.req_bucket.capacity, self.req_bucket.level - 1)
+                wait = max(wait, self.req_bucket.wait_for(1))  # the refused request's charge comes first
             return wait
         if self.req_bucket is not None:
             self.req_bucket.level -= 1

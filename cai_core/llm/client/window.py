@@ -1,0 +1,188 @@
+"""`ConcurrencyWindow`: how many requests may be in flight, found by the client itself when no limits are given.
+
+Nobody tells the client an endpoint's limits, and they change (tiers, keys shared with other jobs). The
+window finds them the way TCP finds a link's capacity, with the two signals an endpoint gives:
+
+* **429 (loss)**: AIMD. While replies come back without 429s and latency holds, the window grows:
+  doubling every round trip at first (slow start, to get from the starting window to a large ceiling in
+  a few seconds), then additively, quickly back towards the size of the last cut and by one request a
+  round beyond it (probing). A 429 cuts it multiplicatively, to `backoff` times the requests that were
+  actually on the wire (what the server was admitting when it said no), at most once per round trip:
+  the 429s of requests sent before the cut took effect say nothing new. The request's own Retry-After
+  is honoured by the rate limiter, as without a window.
+* **latency (delay)**: a gradient, in the manner of Netflix's concurrency-limits (Gradient2): the mean
+  latency of each round (about one window of replies) is compared with a long-run baseline (a slow
+  exponential average of the rounds). A round more than `latency_tolerance` times the baseline means
+  requests queue at the server; the window is cut by baseline/recent (at most by half). A baseline far
+  above recent rounds (a past overload ending) is pulled down quickly.
+
+The window stays within [`minimum`, `maximum`]; it does not grow while the client is not using it
+(fewer than half its slots on the wire: growing then would only move the ceiling out of reach of the
+signals). Fixed (`adaptive=False`) it is `maximum`, and only gates.
+
+The decisions (`on_success`, `on_rate_limited`, `on_timeout`) are plain arithmetic on the events given
+(with the time passed in for tests); `acquire` / `release` are the asyncio gate the workers pass.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from typing import Callable
+
+
+class ConcurrencyWindow:
+    """The in-flight window: an asyncio gate whose size follows 429s and latency (see the module doc)."""
+
+    def __init__(self, initial: int, maximum: int, *, adaptive: bool = True, minimum: int = 1,
+                 backoff: float = 0.9, latency_tolerance: float = 2.0, min_round: int = 8,
+                 clock: Callable[[], float] = time.monotonic):
+        self.maximum, self.minimum = maximum, max(1, min(minimum, maximum))
+        self.adaptive = adaptive
+        self.backoff, self.latency_tolerance, self.min_round = backoff, latency_tolerance, min_round
+        self.clock = clock
+        self.limit = float(min(max(initial, self.minimum), maximum) if adaptive else maximum)
+        self.slow_start = adaptive
+        self.in_flight = 0  # slots held (a request waiting for its rate-limit turn holds one)
+        self.on_wire = 0  # requests sent and not yet answered
+        self.baseline: float | None = None  # long-run latency (seconds)
+        self.recent: float | None = None  # mean latency of the last full round
+        self.last_cut_size = 0.0
+        self.cuts = self.rate_cuts = self.latency_cuts = 0
+        self._round_sum = 0.0
+        self._round_n = self._round_429 = 0
+        self._round_busy = False
+        self._next_cut_at = 0.0
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    # ------------------------------------------------------------------ the gate
+
+    @property
+    def size(self) -> int:
+        """Requests that may be in flight now."""
+        return max(self.minimum, int(self.limit))
+
+    async def acquire(self) -> None:
+        """Wait for a slot (FIFO)."""
+        if self.in_flight < self.size and not self._waiters:
+            self.in_flight += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled: give it back
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_flight < self.size:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1
+                fut.set_result(None)
+
+    def sent(self) -> None:
+        """A request goes on the wire (it holds a slot)."""
+        self.on_wire += 1
+        if self.on_wire * 2 >= self.limit:
+            self._round_busy = True
+
+    # --------------------------------------------------------------- the signals
+
+    def on_success(self, latency_s: float, now: float | None = None) -> None:
+        """A reply (not a 429) came back after `latency_s` seconds."""
+        self.on_wire -= 1
+        if not self.adaptive:
+            return
+        if self.slow_start and (self.on_wire + 1) * 2 >= self.limit:
+            self._set(self.limit + 1)  # +1 per reply: doubling per round trip
+        if self._next_cut_at == math.inf:
+            self._next_cut_at = 0.0
+        self._round_sum += latency_s
+        self._round_n += 1
+        self._end_round_if_full()
+
+    def on_rate_limited(self, now: float | None = None) -> None:
+        """A 429 came back (the attempt's Retry-After is the rate limiter's business)."""
+        self.on_wire -= 1
+        if not self.adaptive:
+            return
+        self._round_429 += 1
+        now = self.clock() if now is None else now
+        if now < self._next_cut_at:
+            return  # sent before the last cut could take effect
+        rtt = self.rtt()
+        self.last_cut_size = self.limit
+        self._cut(self.limit * (0.5 if self.slow_start else self.backoff))
+        self._next_cut_at = now + rtt if rtt is not None else math.inf  # (no reply yet: until the first)
+        self.rate_cuts += 1
+
+    def on_timeout(self, now: float | None = None) -> None:
+        """An attempt timed out: overload as far as the window is concerned (cut like a 429)."""
+        self.on_rate_limited(now)
+
+    def on_other(self) -> None:
+        """Any other end of an attempt (5xx, dropped connection): not a signal either way."""
+        self.on_wire -= 1
+
+    def rtt(self) -> float | None:
+        """The round-trip time to measure by: the long-run latency, else the mean of the replies so far."""
+        if self.baseline is not None:
+            return self.baseline
+        return self._round_sum / self._round_n if self._round_n else None
+
+    # ------------------------------------------------------------------ internals
+
+    def _set(self, value: float) -> None:
+        self.limit = min(float(self.maximum), max(float(self.minimum), value))
+        self._wake()
+
+    def _cut(self, value: float) -> None:
+        self.slow_start = False
+        self._set(min(self.limit, value))
+        self.cuts += 1
+        self._reset_round()
+
+    def _reset_round(self) -> None:
+        self._round_sum, self._round_n, self._round_429, self._round_busy = 0.0, 0, 0, False
+
+    def _end_round_if_full(self) -> None:
+        if self._round_n + self._round_429 < max(self.min_round, self.size):
+            return
+        if not self._round_n:  # 429s only: the cuts have spoken
+            self._reset_round()
+            return
+        recent = self._round_sum / self._round_n
+        busy, had_429 = self._round_busy, self._round_429 > 0
+        self._reset_round()
+        self.recent = recent
+        base = self.baseline
+        if base is None:
+            self.baseline = recent
+            return
+        if base > 2 * recent:
+            base *= 0.9  # an overload is over: do not wait for the average to forget it
+        self.baseline = 0.9 * base + 0.1 * recent
+        if recent > self.latency_tolerance * base:  # requests queue at the server
+            self.last_cut_size = self.limit
+            self._cut(self.limit * max(0.5, base / recent))
+            self.latency_cuts += 1
+            return
+        if had_429 or not busy or self.slow_start:
+            return
+        gap = self.last_cut_size - self.limit
+        self._set(self.limit + max(1.0, gap / 2))  # quickly back towards the last cut, then one at a time
+
+    def describe(self) -> str:
+        if not self.adaptive:
+            return f"{self.size} (fixed)"
+        return f"{self.size} (max {self.maximum})"

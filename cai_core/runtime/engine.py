@@ -1,0 +1,145 @@
+"""Runs one pipeline step: the code every KFP component calls.
+
+A step (`steps.STEPS`) is a stage applied at one point of the DAG
+(`clean_revisions` and `clean_pairs` are both the clean stage). `execute()`:
+
+1. parses the step's config payload (only the RunConfig sections it reads);
+2. computes a fingerprint from the step, its config, the fingerprints of its
+   inputs (each input artifact carries `_stage.json`) and the cai version;
+3. if `<run_root>/<step>/` already holds a complete output with that
+   fingerprint, copies it into the output artifact instead of recomputing
+   (a rerun with the same run id, or a retried pod, pays for nothing twice);
+4. otherwise runs the stage (through its adapter), writes `_stage.json` (fingerprint, metrics,
+   details, timing) and publishes the artifact to `<run_root>/<step>/`
+   (complete only once its manifest is written, see `storage.copy_dir`);
+5. logs the metrics to the KFP Metrics artifact when one is given.
+
+The run root is a local directory or an s3:// prefix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import cai_core
+from cai_core import records, storage
+from cai_core.config.run import RunConfig
+from cai_core.errors import CaiError, StageError
+from cai_core.progress import log
+from cai_core.runtime.adapters import ADAPTERS, StepContext
+from cai_core.runtime.artifacts import MANIFEST_NAME, STAGE_FILE
+from cai_core.runtime.steps import STEPS
+from cai_core.stages.base import StageResult
+
+
+def payload(cfg: RunConfig, step: str) -> str:
+    """The JSON config a step's component receives: only the sections it reads."""
+    return json.dumps({name: getattr(cfg, name).to_dict() for name in STEPS[step].used(cfg)}, sort_keys=True)
+
+
+def parse_payload(step: str, text: str) -> dict[str, Any]:
+    """Every section of the step, from its payload (a section the payload leaves out takes its defaults)."""
+    types = RunConfig.field_types()
+    data = json.loads(text)
+    return {name: types[name].from_dict(data.get(name, {}), path=name) for name in STEPS[step].sections}
+
+
+def check_inputs(step: str, inputs: dict[str, Path]) -> None:
+    """The input artifacts a component passes must be those its step declares."""
+    declared = STEPS[step]
+    known = declared.inputs + declared.optional_inputs
+    problems = [f"no input artifact '{name}'" for name in declared.inputs if name not in inputs]
+    problems += [f"unknown input artifact '{name}'" for name in inputs if name not in known]
+    if problems:
+        raise StageError(f"{step}: {'; '.join(problems)} (the step takes {', '.join(known) or 'none'})")
+
+
+def input_fingerprint(path: Path) -> str:
+    stage_file = path / STAGE_FILE
+    if stage_file.exists():
+        return records.read_json(stage_file)["fingerprint"]
+    digest = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _source_fingerprint(step: str, sections: dict) -> str:
+    """Content of a prepare/discover step's local source file, so an edited input file is not reused."""
+    if STEPS[step].stage not in ("prepare", "discover"):
+        return ""
+    from cai_core.stages.prepare import resolve_source
+    source = sections[STEPS[step].section].source
+    if not source:
+        return ""
+    if storage.is_remote(source):
+        return source
+    path = resolve_source(source, Path("."))
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+
+
+def fingerprint(step: str, config_text: str, inputs: dict[str, Path], params: dict, sections: dict) -> str:
+    parts = [step, json.loads(config_text), {k: input_fingerprint(v) for k, v in sorted(inputs.items())},
+             params, cai_core.__version__, _source_fingerprint(step, sections)]
+    return records.row_id(*parts)
+
+
+def _reuse(published: str, fp: str, out_dir: Path) -> dict | None:
+    if not storage.exists(storage.join(published, MANIFEST_NAME)):
+        return None
+    try:
+        stage = json.loads(storage.read_text(storage.join(published, STAGE_FILE)))
+    except CaiError:
+        return None
+    if stage.get("fingerprint") != fp:
+        return None
+    storage.copy_dir(published, str(out_dir))
+    return stage
+
+
+def _log_kfp(kfp_metrics, metrics: dict) -> None:
+    if kfp_metrics is None:
+        return
+    for key, value in sorted(StageResult(metrics=metrics).finite_metrics().items()):
+        kfp_metrics.log_metric(key, value)
+
+
+def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_root: str,
+            kfp_metrics=None, params: dict | None = None) -> dict:
+    """Run (or reuse) one step; return its `_stage.json` content."""
+    params = params or {}
+    out = Path(out_dir)
+    in_paths = {k: Path(v) for k, v in inputs.items()}
+    try:
+        check_inputs(step, in_paths)
+        sections = parse_payload(step, config)
+        fp = fingerprint(step, config, in_paths, params, sections)
+        published = storage.join(run_root, step)
+        reused = _reuse(published, fp, out)
+        if reused is not None:
+            log(f"{step}: reused the completed output at {published} (fingerprint {fp})")
+            _log_kfp(kfp_metrics, reused["metrics"])
+            return reused
+        log(f"{step}: started")
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        context = StepContext(step=STEPS[step], sections=sections, inputs=in_paths, out_dir=out, run_root=run_root,
+                              journal=storage.join(run_root, "journal", step), params=params)
+        result = ADAPTERS[step](context)
+        stage = {"step": step, "fingerprint": fp, "cai_version": cai_core.__version__,
+                 "metrics": result.finite_metrics(), "details": result.details,
+                 "outputs": {k: str(Path(v).relative_to(out)) for k, v in result.outputs.items()},
+                 "started": started, "seconds": round(time.time() - started, 3)}
+        records.write_json(out / STAGE_FILE, stage)
+        storage.copy_dir(str(out), published)
+        log(f"{step}: done in {stage['seconds']:.1f}s; " +
+            ", ".join(f"{k}={v:.4g}" for k, v in list(stage["metrics"].items())[:8]))
+        _log_kfp(kfp_metrics, stage["metrics"])
+        return stage
+    except CaiError as exc:
+        log(f"ERROR in {step}: {exc}")
+        raise

@@ -1,0 +1,111 @@
+"""The pipeline's steps: the one list of step names, and what each step is.
+
+A step is a stage applied at one point of the DAG (`clean_revisions` and
+`clean_pairs` both run the clean stage). Everything that names steps derives
+the names from `STEPS`: the engine and its adapters, the cluster settings
+(cai_core/config/cluster.py), the KFP pipeline and its platform layer
+(pipelines/) and the report.
+
+A leaf apart from `artifacts` (the cluster config reads it while the config
+classes are being defined), so a step's config sections are names and its
+narrowing is data: `Narrowing(flag, sections)` reads a flag of the step's own
+config section.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Literal, Mapping
+
+#: generation: the pod generates text with a policy model (vLLM on GPUs on the cluster); training: the pod
+#: launches the training (a small CPU launcher pod of a PyTorchJob on the cluster); cpu: neither.
+Kind = Literal["cpu", "generation", "training"]
+
+
+@dataclass(frozen=True)
+class Narrowing:
+    """Sections a step reads only while a flag of its own config section is true.
+
+    A config that leaves the flag off does not put those sections in the step's payload, so they change
+    neither its inputs, its fingerprint nor its KFP cache key.
+    """
+
+    #: A boolean attribute of the step's own section (e.g. `CleanConfig.calls_teacher`).
+    flag: str
+    #: The sections read only while it is true.
+    sections: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    #: The module under cai_core/stages that the step runs.
+    stage: str
+    #: RunConfig sections the step reads; the first is the stage's own.
+    sections: tuple[str, ...]
+    #: Input artifacts the step's component always passes (name -> path).
+    inputs: tuple[str, ...] = ()
+    #: Input artifacts passed only in some DAGs (the discover step's constitution, the evaluation after the gate).
+    optional_inputs: tuple[str, ...] = ()
+    kind: Kind = "cpu"
+    narrowing: Narrowing | None = None
+
+    @property
+    def section(self) -> str:
+        """The stage's own config section."""
+        return self.sections[0]
+
+    @property
+    def needs_teacher(self) -> bool:
+        """The step may talk to the run's teacher (an endpoint, or the policy model in process)."""
+        return "teacher" in self.sections
+
+    @property
+    def loads_model(self) -> bool:
+        """The step's pod loads model weights (the policy, or a model trained from it)."""
+        return self.kind != "cpu"
+
+    def used(self, cfg: Any) -> tuple[str, ...]:
+        """The sections `cfg` (a RunConfig) really uses: `sections`, less those its narrowing turns off."""
+        narrowing = self.narrowing
+        if narrowing is None or getattr(getattr(cfg, self.section), narrowing.flag):
+            return self.sections
+        return tuple(s for s in self.sections if s not in narrowing.sections)
+
+
+_CLEAN = dict(stage="clean", sections=("clean", "teacher", "model"), inputs=("rows",),
+              narrowing=Narrowing(flag="calls_teacher", sections=("teacher", "model")))
+
+#: Every step of the DAG, in order.
+STEPS: Mapping[str, Step] = MappingProxyType({step.name: step for step in (
+    Step("prepare_prompts", "prepare", ("prompts",)),
+    Step("prepare_eval", "prepare", ("eval_prompts",)),
+    Step("revise", "revise", ("revise", "model"), inputs=("prompts",), kind="generation"),
+    Step("clean_revisions", **_CLEAN),
+    Step("sft", "sft", ("sft", "model", "train"), inputs=("data",), kind="training"),
+    Step("pairs", "pairs", ("pairs", "model"), inputs=("prompts", "model"), kind="generation"),
+    Step("clean_pairs", **_CLEAN),
+    Step("discover", "discover", ("discover", "teacher", "model")),
+    Step("judge", "judge", ("judge", "teacher", "model"), inputs=("pairs",), optional_inputs=("constitution",)),
+    Step("dpo", "dpo", ("dpo", "train"), inputs=("preferences", "model"), kind="training"),
+    # the collapse gate's models answer its probe set
+    Step("gate", "gate", ("gate", "model"), inputs=("prompts", "sft", "dpo"), kind="generation"),
+    Step("evaluate", "evaluate", ("evaluate", "model", "teacher"), inputs=("prompts", "sft", "dpo"),
+         kind="generation"),
+    Step("report", "report", ("report",), inputs=("clean_revisions", "sft", "clean_pairs", "judge", "dpo", "gate"),
+         optional_inputs=("evaluate",)),
+    Step("compare", "compare", ("ablation",)),
+)})
+
+
+def named(keep: Callable[[Step], bool]) -> tuple[str, ...]:
+    """The names of the steps `keep` accepts, in DAG order."""
+    return tuple(name for name, step in STEPS.items() if keep(step))
+
+
+#: Every step name, in DAG order (the names `platform(task, step)` receives).
+STEP_NAMES = tuple(STEPS)
+#: Steps whose pod generates text with a policy model (vLLM on GPUs on the cluster).
+GENERATION_STEPS = named(lambda step: step.kind == "generation")
+#: Steps whose pod launches the training (a PyTorchJob from a small CPU launcher pod on the cluster).
+TRAINING_STEPS = named(lambda step: step.kind == "training")
