@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from cai_core.cleaning.rule import CleanOutcome, RuleCleanConfig, remove_spans, rule_clean
+from cai_core.cleaning.rule import CleanOutcome, RuleCleanConfig, apply_edits, remove_spans, repair_mojibake, rule_clean
 from cai_core.errors import ConfigError
-from cai_core.metrics.detectors import EDIT_CODES, EMOJI
+from cai_core.metrics.detectors import EDIT_CODES, EMOJI, MOJIBAKE, DetectorConfig, Finding
 
 CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
 EXACT_MATCH_BAR = 0.95
@@ -172,6 +172,39 @@ def test_remove_spans_merges_overlaps_and_whitespace_gaps():
     text = "Keep. A. A. A. Done."
     assert remove_spans(text, [(12, 14), (9, 11), (10, 11)]) == "Keep. A. Done."
     assert remove_spans("abc", []) == "abc"
+
+
+# --------------------------------------------------------------------------- mojibake
+
+
+def test_mojibake_is_repaired_first_and_the_other_rules_judge_the_repaired_text():
+    assert rule_clean("Great job ðŸ˜Š") == CleanOutcome("Great job", True, (EMOJI, MOJIBAKE))
+    looping = "Letâ€™s check the filter first today. " * 3
+    assert rule_clean(looping.strip()) == CleanOutcome("Let’s check the filter first today.", True,
+                                                       ("repeated_sentence", MOJIBAKE))
+    assert rule_clean("The cafÃ© is open.", cfg=FULL) == rule_clean("The cafÃ© is open.")
+
+
+def test_mojibake_is_left_alone_unless_fixed_and_enabled():
+    text = "The cafÃ© is open 😊"
+    assert rule_clean(text, cfg=RuleCleanConfig(fix=(EMOJI,))).text == "The cafÃ© is open"
+    no_detector = RuleCleanConfig(detector=DetectorConfig(enabled=(EMOJI,)))
+    assert rule_clean(text, cfg=no_detector).text == "The cafÃ© is open"
+    assert rule_clean(text).text == "The café is open"
+
+
+def test_apply_edits_replaces_and_removes():
+    text = "The cafÃ© is nice 😊 today."
+    found = [Finding(MOJIBAKE, (7, 9), "", "é"), Finding(EMOJI, (18, 19), ""),
+             Finding(EMOJI, (8, 9), "")]  # a removal inside a replacement is dropped
+    assert apply_edits(text, found) == "The café is nice today."
+    assert apply_edits(text, [Finding(EMOJI, (18, 19), "")]) == remove_spans(text, [(18, 19)])
+
+
+def test_repair_mojibake_changes_nothing_else():
+    assert repair_mojibake("Itâ€™s fine ðŸ˜Š. Itâ€™s fine ðŸ˜Š.") == "It’s fine 😊. It’s fine 😊."
+    text = "Correct text 😊, said twice. Correct text 😊, said twice."
+    assert repair_mojibake(text) is text
 
 
 # --------------------------------------------------------------------------- config and types

@@ -41,7 +41,7 @@ from cai_core.metrics.detectors import (
     prechecked_edit_findings,
 )
 
-__all__ = ["RuleCleanConfig", "CleanOutcome", "rule_clean", "remove_spans", "apply_edits"]
+__all__ = ["RuleCleanConfig", "CleanOutcome", "rule_clean", "remove_spans", "apply_edits", "repair_mojibake"]
 
 
 @dataclass(frozen=True)
@@ -180,22 +180,33 @@ def apply_edits(text: str, findings: list[Finding]) -> str:
     return remove_spans("".join(parts), moved)
 
 
-def _findings(text: str, prompt: str | None, cfg: RuleCleanConfig) -> list[Finding]:
+def _findings(text: str, prompt: str | None, cfg: RuleCleanConfig, repair_first: bool = False) -> list[Finding]:
+    repair_first = repair_first and MOJIBAKE in cfg.fix
     if cfg.fast_path:
-        found = prechecked_edit_findings(text, prompt, cfg.detector)  # None: `nothing_to_fix` holds
+        # None: `nothing_to_fix` holds
+        found = prechecked_edit_findings(text, prompt, cfg.detector, repair_first=repair_first)
         if found is None:
             return []
     else:
-        found = edit_findings(text, prompt, cfg.detector, exhaustive=True)
+        found = edit_findings(text, prompt, cfg.detector, exhaustive=True, repair_first=repair_first)
     fix = set(cfg.fix)
     return [f for f in found if f.code in fix]
+
+
+_MOJIBAKE_ONLY = DetectorConfig(enabled=(MOJIBAKE,))
+
+
+def repair_mojibake(text: str) -> str:
+    """`text` with its mojibake repaired (or removed where it does not decode), nothing else changed."""
+    repairs = prechecked_edit_findings(text, None, _MOJIBAKE_ONLY)
+    return apply_edits(text, repairs) if repairs else text
 
 
 def rule_clean(text: str, prompt: str | None = None, cfg: RuleCleanConfig = _DEFAULT) -> CleanOutcome:
     """Clean `text` (an answer to `prompt`) with the deterministic rules; see the module docstring."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    findings = _findings(text, prompt, cfg)
+    findings = _findings(text, prompt, cfg, repair_first=True)
     if not findings:
         return CleanOutcome(text, False, ())
     present = set()

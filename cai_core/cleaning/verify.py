@@ -50,9 +50,11 @@ code                   the reply ...
 ``longer``             is longer than the input, whitespace not counted
 =====================  ========================================================
 
-Words are compared lower-cased, split by script (so "notпример" is "not" +
-"пример") and with curly apostrophes made straight; sentences are split and
-keyed as the detectors do (`sentence_ends`, `sentence_key`).
+The input is compared with its mojibake repaired (`cleaning.rule.repair_mojibake`):
+decoding it right is no edit. Words are compared lower-cased, split by script
+(so "notпример" is "not" + "пример") and with curly apostrophes made straight;
+sentences are split and keyed as the detectors do (`sentence_ends`,
+`sentence_key`).
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
+from cai_core.cleaning.rule import repair_mojibake
 from cai_core.cleaning.stance import rule_stance
 from cai_core.config.base import ConfigBase, require
 from cai_core.metrics.detectors import (COMPLETE_END, closing_kind, script_of, sentence_ends, sentence_key,
@@ -338,6 +341,7 @@ def verify(original: str, cleaned: str | None, prompt: str | None = None, cfg: V
     """
     if cleaned is None:
         return Verdict.failed(UNPARSED, detail="the reply did not parse")
+    original = repair_mojibake(original)  # the same text in its right encoding: repairing it is no edit
     if cleaned == original or cleaned.strip() == original.strip():
         return ACCEPTED
     reasons: list[str] = []

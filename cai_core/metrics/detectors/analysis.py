@@ -182,7 +182,7 @@ _SHORTCUT_MAX_CHARS = 64 * 1024
 
 
 def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
-             exhaustive: bool = False, doubt: _Doubt | None = None) -> list[Finding]:
+             exhaustive: bool = False, doubt: _Doubt | None = None, repair_first: bool = False) -> list[Finding]:
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if prompt is not None and not isinstance(prompt, str):
@@ -190,7 +190,7 @@ def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
     if len(text) > _GC_PAUSE_CHARS and gc.isenabled():
         gc.disable()
         try:
-            return _analyze(text, prompt, cfg, gopher, exhaustive, doubt)
+            return _analyze(text, prompt, cfg, gopher, exhaustive, doubt, repair_first)
         finally:
             gc.enable()
     findings: list[Finding] = []
@@ -200,6 +200,8 @@ def _analyze(text: str, prompt: str | None, cfg: DetectorConfig, gopher: bool,
     lines = doubt.lines() if doubt is not None else _classify_lines(text)
     frozen = _SpanSet(_frozen_spans(text, lines))
     char_findings = _char_findings(text, prompt, cfg, frozen, enabled)
+    if repair_first and any(f.code == MOJIBAKE for f in char_findings):
+        return [f for f in char_findings if f.code == MOJIBAKE]
     findings += char_findings
     # mojibake stays visible to the sentence rules: it is text in the wrong codec, not noise to skip
     masked = _mask(text, [f.span for f in char_findings if f.span is not None and f.code != MOJIBAKE])

@@ -18,19 +18,25 @@ def detect(text: str, prompt: str | None = None, cfg: DetectorConfig = DetectorC
 
 
 def edit_findings(text: str, prompt: str | None = None, cfg: DetectorConfig = DetectorConfig(), *,
-                  exhaustive: bool = False) -> list[Finding]:
-    """The findings of `detect` a cleaner can act on (those with a span), without the Gopher statistics."""
-    return [f for f in _analyze(text, prompt, cfg, gopher=False, exhaustive=exhaustive) if f.span is not None]
+                  exhaustive: bool = False, repair_first: bool = False) -> list[Finding]:
+    """The findings of `detect` a cleaner can act on (those with a span), without the Gopher statistics.
+
+    `repair_first`: where the text has mojibake, only the mojibake findings (a cleaner repairs
+    them first and judges the repaired text with the other rules, so it need not analyse this one).
+    """
+    found = _analyze(text, prompt, cfg, gopher=False, exhaustive=exhaustive, repair_first=repair_first)
+    return [f for f in found if f.span is not None]
 
 
-def prechecked_edit_findings(text: str, prompt: str | None = None,
-                              cfg: DetectorConfig = DetectorConfig()) -> list[Finding] | None:
-    """None when `nothing_to_fix(text, cfg)` holds, else `edit_findings(text, prompt, cfg)`, whose
-    analysis then reuses what the pre-check computed."""
+def prechecked_edit_findings(text: str, prompt: str | None = None, cfg: DetectorConfig = DetectorConfig(), *,
+                             repair_first: bool = False) -> list[Finding] | None:
+    """None when `nothing_to_fix(text, cfg)` holds, else `edit_findings(text, prompt, cfg, repair_first=...)`,
+    whose analysis then reuses what the pre-check computed."""
     doubt = _precheck(text, cfg)
     if doubt is None:
         return None
-    return [f for f in _analyze(text, prompt, cfg, gopher=False, doubt=doubt) if f.span is not None]
+    return [f for f in _analyze(text, prompt, cfg, gopher=False, doubt=doubt, repair_first=repair_first)
+            if f.span is not None]
 
 
 def nothing_to_fix(text: str, cfg: DetectorConfig = DetectorConfig()) -> bool:
