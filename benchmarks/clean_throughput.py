@@ -26,11 +26,19 @@ and both peers produce identical outputs, prints how many of the degenerate
 (and of the clean) texts ours and datatrove flag, and prints the headline LAST
 as ``rule_clean_responses_per_s: <x>``.
 
-    python benchmarks/clean_throughput.py [--n 20000] [--seed 0] [--repeat 3] [--no-datatrove]
+``--baseline MODULE`` also compares ours with the ``rule_clean`` of MODULE (an
+older copy of the cleaner under another package name, importable from
+PYTHONPATH; see benchmarks/RESULTS.md): the two alternate on chunks of 500
+texts, each chunk timed ``--repeat`` times, and the fastest time of each chunk
+is summed, so load that comes and goes on a shared machine hits both alike.
+It compares all texts and the clean ones alone.
+
+    python benchmarks/clean_throughput.py [--n 20000] [--seed 0] [--repeat 3] [--no-datatrove] [--baseline MODULE]
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import random
@@ -196,6 +204,20 @@ def one_pass(fn, corpus) -> tuple[float, list[str]]:
     return time.process_time() - t0, outs
 
 
+def compare_chunked(fn_a, fn_b, corpus, repeat: int, chunk: int = 500) -> tuple[float, float]:
+    """CPU seconds of `fn_a` and `fn_b` over `corpus`: chunk by chunk, alternating, fastest of `repeat` each."""
+    total_a = total_b = 0.0
+    for i in range(0, len(corpus), chunk):
+        part = corpus[i:i + chunk]
+        best_a = best_b = float("inf")
+        for _ in range(repeat):
+            best_a = min(best_a, one_pass(fn_a, part)[0])
+            best_b = min(best_b, one_pass(fn_b, part)[0])
+        total_a += best_a
+        total_b += best_b
+    return total_a, total_b
+
+
 def _cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
@@ -212,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="passes per timing; the best is kept")
     ap.add_argument("--no-datatrove", action="store_true", help="skip the datatrove peer")
+    ap.add_argument("--baseline", metavar="MODULE", help="module with an older rule_clean to time alternately")
     args = ap.parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         try:
@@ -267,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     if datatrove_fn is not None:
         print(f"peer_datatrove_gopher_responses_per_s: {n / t_dt:.0f} ({t_dt / n * 1e6:.1f} us each)")
         print(f"ours_vs_datatrove: {t_dt / t_ours:.2f}x ({n / t_ours:.0f} / {n / t_dt:.0f} responses/s)")
+    if args.baseline:
+        base_clean = importlib.import_module(args.baseline).rule_clean
+        base_fn = lambda text, prompt: base_clean(text, prompt).text  # noqa: E731
+        clean_only = [c for c, d in zip(corpus, degenerate) if not d]
+        for label, texts in (("all", corpus), ("clean", clean_only)):
+            a, b = compare_chunked(ours_fn, base_fn, texts, args.repeat)
+            m = len(texts)
+            print(f"ours_vs_baseline_{label}: ours {m / a:.0f}/s ({a / m * 1e6:.1f} us), {args.baseline} {m / b:.0f}/s "
+                  f"({b / m * 1e6:.1f} us), ours/baseline speed {b / a:.3f} ({m} texts)")
     print(f"speedup_vs_full_analysis: {t_peer / t_ours:.2f}x")
     print(f"speedup_vs_detect_plus_rewrite: {t_det / t_ours:.2f}x")
     print(f"rule_clean_us_per_response: {t_ours / n * 1e6:.1f}")

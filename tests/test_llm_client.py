@@ -246,13 +246,13 @@ def _pairs(tmp_path):
 @pytest.mark.parametrize("mode", ["logprobs", "letter"])
 def test_judge_against_the_sim_server(sim, tmp_path, mode):
     llm = OpenAIChatModel(_cfg(sim), journal=str(tmp_path / "journal"))
-    result = judge.run(judge.JudgeConfig(mode=mode, test_fraction=0.0), _pairs(tmp_path), tmp_path, llm)
+    result = judge.run(judge.JudgeConfig(mode=mode, test_fraction=0.0, calibration="off"), _pairs(tmp_path), tmp_path, llm)
     m = result.metrics
     assert m["kept"] == 6 and m["flip_rate"] == 0.0 and m["length_bias_rate"] == 1.0  # the sim likes longer answers
     assert sim.stats()["served_total"] == 12  # 6 pairs x 2 orders
     sim.configure(reply="judge-first")  # now a judge that follows the slot
     llm2 = OpenAIChatModel(_cfg(sim))
-    m2 = judge.run(judge.JudgeConfig(mode=mode), _pairs(tmp_path), tmp_path, llm2).metrics
+    m2 = judge.run(judge.JudgeConfig(mode=mode, calibration="off"), _pairs(tmp_path), tmp_path, llm2).metrics
     assert m2["status_order_inconsistent"] == 6 and m2["flip_rate"] == 1.0 and m2["first_slot_rate"] == 1.0
 
 
@@ -263,7 +263,7 @@ def test_judge_marks_failed_requests(sim, tmp_path):
     path = tmp_path / "pairs.jsonl"
     records.write_jsonl(path, rows)
     llm = OpenAIChatModel(_cfg(sim, error_budget=1.0))
-    result = judge.run(judge.JudgeConfig(test_fraction=0.0), path, tmp_path, llm)
+    result = judge.run(judge.JudgeConfig(test_fraction=0.0, calibration="off"), path, tmp_path, llm)
     assert result.metrics["status_request_failed"] == 1 and result.metrics["status_ok"] == 1
     verdicts = {v["id"]: v for v in records.read_jsonl(tmp_path / "verdicts.jsonl")}
     assert verdicts["b"]["status"] == "request_failed" and verdicts["b"]["reason"].startswith("context_length:")
@@ -287,10 +287,10 @@ def test_judge_file_keeps_its_journal_beside_the_output(sim, tmp_path):
 
     out = tmp_path / "out"
     pairs = _pairs(tmp_path)
-    r1 = judge_file(pairs, out, judge.JudgeConfig(test_fraction=0.0), ClientConfig(), base_url=sim.base_url, model=MODEL)
+    r1 = judge_file(pairs, out, judge.JudgeConfig(test_fraction=0.0, calibration="off"), ClientConfig(), base_url=sim.base_url, model=MODEL)
     assert (out / "journal").is_dir() and (out / "metrics.json").exists()
     assert r1.metrics["teacher_requests_sent"] == 12
-    r2 = judge_file(pairs, out, judge.JudgeConfig(test_fraction=0.0), ClientConfig(), base_url=sim.base_url, model=MODEL)
+    r2 = judge_file(pairs, out, judge.JudgeConfig(test_fraction=0.0, calibration="off"), ClientConfig(), base_url=sim.base_url, model=MODEL)
     assert r2.metrics["teacher_requests_from_journal"] == 12 and r2.metrics["teacher_requests_sent"] == 0
     assert sim.stats()["served_total"] == 12
 

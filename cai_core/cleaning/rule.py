@@ -180,16 +180,15 @@ def apply_edits(text: str, findings: list[Finding]) -> str:
     return remove_spans("".join(parts), moved)
 
 
-def _findings(text: str, prompt: str | None, cfg: RuleCleanConfig, repair_first: bool = False) -> list[Finding]:
-    repair_first = repair_first and MOJIBAKE in cfg.fix
+def _findings(text: str, prompt: str | None, cfg: RuleCleanConfig, repair_first: bool) -> list[Finding]:
+    """The findings `cfg` fixes; `repair_first`: only the mojibake ones where there are any."""
     if cfg.fast_path:
-        # None: `nothing_to_fix` holds
         found = prechecked_edit_findings(text, prompt, cfg.detector, repair_first=repair_first)
-        if found is None:
+        if found is None:  # `nothing_to_fix` holds
             return []
     else:
         found = edit_findings(text, prompt, cfg.detector, exhaustive=True, repair_first=repair_first)
-    fix = set(cfg.fix)
+    fix = cfg.fix
     return [f for f in found if f.code in fix]
 
 
@@ -206,7 +205,7 @@ def rule_clean(text: str, prompt: str | None = None, cfg: RuleCleanConfig = _DEF
     """Clean `text` (an answer to `prompt`) with the deterministic rules; see the module docstring."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    findings = _findings(text, prompt, cfg, repair_first=True)
+    findings = _findings(text, prompt, cfg, MOJIBAKE in cfg.fix)
     if not findings:
         return CleanOutcome(text, False, ())
     present = set()
@@ -215,7 +214,7 @@ def rule_clean(text: str, prompt: str | None = None, cfg: RuleCleanConfig = _DEF
     if repairs:  # decode first, then judge the decoded text with the other rules
         source = apply_edits(text, repairs)
         present.add(MOJIBAKE)
-        findings = [f for f in _findings(source, prompt, cfg) if f.code != MOJIBAKE]
+        findings = [f for f in _findings(source, prompt, cfg, False) if f.code != MOJIBAKE]
     cleaned = apply_edits(source, findings)
     present |= {f.code for f in findings}
     reasons = tuple(c for c in EDIT_CODES if c in present)

@@ -141,11 +141,13 @@ class _Limiter:
 
     async def acquire(self, tokens: float, stop: asyncio.Event) -> tuple[float, float, float, float] | None:
         """Take 1 request and `tokens` tokens, waiting in FIFO order; None when the run stops first."""
-        if not (self.rpm or self.tpm):  # no limits configured: only a 429's pause applies
-            wait = self.blocked_until - time.monotonic()
-            if wait > 0 and await _sleep(wait + random.random() * min(0.1 * wait + 0.01, 1.0), stop):
-                return None  # (jittered: the paused requests do not all come back at the same instant)
-            return _NO_SNAP
+        if not (self.rpm or self.tpm):  # no limits known: only a 429's pause applies
+            while True:  # (again if another 429 extended the pause meanwhile)
+                wait = self.blocked_until - time.monotonic()
+                if wait <= 0:
+                    return _NO_SNAP
+                if await _sleep(wait + random.random() * min(0.1 * wait + 0.01, 1.0), stop):
+                    return None  # (jittered: the paused requests do not all come back at the same instant)
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:

@@ -50,10 +50,11 @@ class ConcurrencyWindow:
         self.recent: float | None = None  # mean latency of the last full round
         self.last_cut_size = 0.0
         self.cuts = self.rate_cuts = self.latency_cuts = 0
-        self._round_sum = 0.0
-        self._round_n = self._round_429 = 0
+        self._lat_sum = 0.0  # latency of the replies since the last judgement
+        self._lat_n = 0
+        self._round_n = self._round_429 = 0  # replies and 429s of this round
         self._round_busy = False
-        self._next_cut_at = 0.0
+        self._episode_end = -math.inf
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     # ------------------------------------------------------------------ the gate
@@ -105,9 +106,8 @@ class ConcurrencyWindow:
             return
         if self.slow_start and (self.on_wire + 1) * 2 >= self.limit:
             self._set(self.limit + 1)  # +1 per reply: doubling per round trip
-        if self._next_cut_at == math.inf:
-            self._next_cut_at = 0.0
-        self._round_sum += latency_s
+        self._lat_sum += latency_s
+        self._lat_n += 1
         self._round_n += 1
         self._end_round_if_full()
 
@@ -118,13 +118,21 @@ class ConcurrencyWindow:
             return
         self._round_429 += 1
         now = self.clock() if now is None else now
-        if now < self._next_cut_at:
-            return  # sent before the last cut could take effect
-        rtt = self.rtt()
-        self.last_cut_size = self.limit
-        self._cut(self.limit * (0.5 if self.slow_start else self.backoff))
-        self._next_cut_at = now + rtt if rtt is not None else math.inf  # (no reply yet: until the first)
-        self.rate_cuts += 1
+        # What the server admits: the requests still on the wire (a 429 comes back at once, an admitted
+        # request after its latency). Cutting to a share of that, not of the window, neither compounds over
+        # the 429s of one burst nor stops short of what is needed when the window was far too large.
+        target = self.backoff * max(1, self.on_wire)
+        if now >= self._episode_end:  # the first cut of an episode: remember where the trouble began
+            if target >= self.limit:
+                return
+            self.last_cut_size = self.limit
+            self.rate_cuts += 1
+            rtt = self.rtt()
+            self._episode_end = now + (rtt if rtt is not None else 1.0)
+        # At most half per episode: when every slot waits out a pause, few are on the wire to measure by.
+        target = max(target, 0.5 * self.last_cut_size)
+        if target < self.limit:
+            self._cut(target)
 
     def on_timeout(self, now: float | None = None) -> None:
         """An attempt timed out: overload as far as the window is concerned (cut like a 429)."""
@@ -138,7 +146,7 @@ class ConcurrencyWindow:
         """The round-trip time to measure by: the long-run latency, else the mean of the replies so far."""
         if self.baseline is not None:
             return self.baseline
-        return self._round_sum / self._round_n if self._round_n else None
+        return self._lat_sum / self._lat_n if self._lat_n else None
 
     # ------------------------------------------------------------------ internals
 
@@ -153,34 +161,39 @@ class ConcurrencyWindow:
         self._reset_round()
 
     def _reset_round(self) -> None:
-        self._round_sum, self._round_n, self._round_429, self._round_busy = 0.0, 0, 0, False
+        self._round_n, self._round_429, self._round_busy = 0, 0, False
 
     def _end_round_if_full(self) -> None:
-        if self._round_n + self._round_429 < max(self.min_round, self.size):
+        """Every `size` replies (about a round trip): judge latency, then grow if nothing said no."""
+        if self._round_n + self._round_429 < self.size:
             return
-        if not self._round_n:  # 429s only: the cuts have spoken
-            self._reset_round()
-            return
-        recent = self._round_sum / self._round_n
         busy, had_429 = self._round_busy, self._round_429 > 0
         self._reset_round()
-        self.recent = recent
-        base = self.baseline
-        if base is None:
-            self.baseline = recent
-            return
-        if base > 2 * recent:
-            base *= 0.9  # an overload is over: do not wait for the average to forget it
-        self.baseline = 0.9 * base + 0.1 * recent
-        if recent > self.latency_tolerance * base:  # requests queue at the server
-            self.last_cut_size = self.limit
-            self._cut(self.limit * max(0.5, base / recent))
-            self.latency_cuts += 1
+        if self._lat_n >= self.min_round and self._judge_latency():
             return
         if had_429 or not busy or self.slow_start:
             return
         gap = self.last_cut_size - self.limit
         self._set(self.limit + max(1.0, gap / 2))  # quickly back towards the last cut, then one at a time
+
+    def _judge_latency(self) -> bool:
+        """Compare the latest replies' mean latency with the long-run baseline; True if that cut the window."""
+        recent = self._lat_sum / self._lat_n
+        self._lat_sum, self._lat_n = 0.0, 0
+        self.recent = recent
+        base = self.baseline
+        if base is None:
+            self.baseline = recent
+            return False
+        if base > 2 * recent:
+            base *= 0.9  # an overload is over: do not wait for the average to forget it
+        self.baseline = 0.9 * base + 0.1 * recent
+        if recent <= self.latency_tolerance * base:
+            return False
+        self.last_cut_size = self.limit  # requests queue at the server
+        self._cut(self.limit * max(0.5, base / recent))
+        self.latency_cuts += 1
+        return True
 
     def describe(self) -> str:
         if not self.adaptive:

@@ -40,7 +40,7 @@ from cai_core.metrics.detectors.markdown import (
     _merge_runs,
     _SpanSet,
 )
-from cai_core.metrics.detectors.mojibake import RARE_TELLTALE_RE, mojibake_findings
+from cai_core.metrics.detectors.mojibake import may_have_mojibake, mojibake_findings
 from cai_core.metrics.detectors.precheck import _Doubt, _has_odd_space, _sentences_settled
 from cai_core.metrics.detectors.scripts import _GREEK_RE, _foreign_re, _prompt_scripts, _script_counts, _scripts_from
 from cai_core.metrics.detectors.sentences import (
@@ -62,13 +62,13 @@ def _char_findings(text: str, prompt: str | None, cfg: DetectorConfig, frozen: _
                    enabled: frozenset[str]) -> list[Finding]:
     out: list[Finding] = []
     rare = _rare_chars(text.encode("utf-8", "surrogatepass"))  # every character these rules look for
-    repaired = _SpanSet([])
-    if MOJIBAKE in enabled and rare and RARE_TELLTALE_RE.search(rare):
+    repaired = None
+    if MOJIBAKE in enabled and may_have_mojibake(text, rare):
         out += mojibake_findings(text, frozen)
         repaired = _SpanSet([f.span for f in out])
     if INVALID_CHAR in enabled and ("\ufffd" in rare or not rare.isprintable()):
         for m in _INVALID_RE.finditer(text):
-            if not repaired.overlaps(*m.span()):  # ftfy's mark for lossy mojibake goes with the repair
+            if repaired is None or not repaired.overlaps(*m.span()):  # ftfy's lossy mark goes with the repair
                 out.append(Finding(INVALID_CHAR, m.span(), f"{m.end() - m.start()} invalid character(s)"))
     plain = text.isascii() or not _PLAIN_RE.search(rare)  # no emoji and no letters of other scripts
     if EMOJI in enabled:
@@ -274,6 +274,8 @@ def _sentence_findings(text: str, masked: str, prompt: str | None, cfg: Detector
                 c = REPEATED_PLEASANTRY if want_pleasantry else None
             elif counts and signoffs >= cfg.max_signoffs:
                 c = SIGNOFF_PILEUP if want_signoff else None
+                if not is_signoff(kind):
+                    seen_kinds.add(kind)  # said once, even if cut: its later copies are repeats
             else:
                 seen_kinds.add(kind)
                 signoffs += counts

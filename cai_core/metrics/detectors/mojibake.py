@@ -29,8 +29,8 @@ _LEAD = "\xc2-\xf4"
 # A tell-tale: a lead letter before a continuation sign, Â/Ã twice, or Â/Ã not followed by a letter
 # (Ã is à whose no-break space became a space; Â before a space is a no-break space).
 _TELLTALE_RE = re.compile(f"[{_LEAD}][{_CONT}]|[\xc2\xc3](?:[\xc2\xc3]|(?![^\\W\\d_]))")
-# The same test on a text's non-ASCII characters alone (`_rare_chars`): any Â/Ã there counts.
-RARE_TELLTALE_RE = re.compile(f"[{_LEAD}][{_CONT}]|[\xc2\xc3]")
+# A cheaper test first, on a text's non-ASCII characters alone (`_rare_chars`): any Â/Ã there counts.
+_RARE_TELLTALE_RE = re.compile(f"[{_LEAD}][{_CONT}]|[\xc2\xc3]")
 # Debris left after decoding: Â or Ã before more of them or before continuation signs.
 _JUNK_RE = re.compile(f"[\xc2\xc3][\xc2\xc3{_CONT}]+")
 # Runs of byte-like characters that ftfy's badness test may still flag.
@@ -43,10 +43,16 @@ _FIXER = ftfy.TextFixerConfig(
     fix_latin_ligatures=False, fix_character_width=False, uncurl_quotes=False, fix_line_breaks=False,
     fix_surrogates=False, remove_control_chars=False, normalization=None, explain=False)
 _TOKEN_RE = re.compile(r"\s+|\S+")
-_NON_ASCII_WORD_RE = re.compile(r"\S*[^\x00-\x7f]\S*\s*")
+_NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
+_WORD_REST_RE = re.compile(r"\S*\s*")
 _RESYNC_WORDS = 12
 # Longer stretches of a line go to ftfy (and the word alignment) in pieces of about this size.
 _PIECE_CHARS = 4096
+
+
+def may_have_mojibake(text: str, rare: str) -> bool:
+    """Whether `text` (whose non-ASCII characters, in order, are `rare`) has a tell-tale of mojibake."""
+    return bool(rare) and _RARE_TELLTALE_RE.search(rare) is not None and _TELLTALE_RE.search(text) is not None
 
 
 def _junk_spans(s: str) -> list[tuple[int, int]]:
@@ -95,13 +101,19 @@ def _changes(seg: str, fixed: str):
 
 def _resync(ta: list[str], tb: list[str], i: int, j: int) -> tuple[int, int]:
     """Tokens (x, y) to skip in `ta` from `i` and in `tb` from `j` to the nearest equal pair of
-    words (spaces are too common to align on)."""
-    for k in range(1, 2 * _RESYNC_WORDS + 1):
-        for x in range(min(k, _RESYNC_WORDS), max(-1, k - _RESYNC_WORDS - 1), -1):
-            y = k - x
-            if i + x < len(ta) and j + y < len(tb) and ta[i + x] == tb[j + y] and not ta[i + x].isspace():
-                return x, y
-    return len(ta) - i, len(tb) - j
+    words (spaces are too common to align on), looking `_RESYNC_WORDS` ahead in each."""
+    first_y: dict[str, int] = {}
+    for y in range(min(_RESYNC_WORDS + 1, len(tb) - j)):
+        first_y.setdefault(tb[j + y], y)
+    best = None
+    for x in range(min(_RESYNC_WORDS + 1, len(ta) - i)):
+        token = ta[i + x]
+        y = first_y.get(token)
+        if y is None or x + y == 0 or token.isspace():
+            continue
+        if best is None or x + y < best[0] + best[1]:
+            best = (x, y)
+    return best if best is not None else (len(ta) - i, len(tb) - j)
 
 
 def _offsets(tokens: list[str]) -> list[int]:
@@ -148,12 +160,16 @@ def _repairs(seg: str) -> list[tuple[int, int, str, str]]:
 def _windows(seg: str) -> list[tuple[int, int]]:
     """Ranges of `seg`'s words with a non-ASCII character, each with the whitespace after it, merged."""
     out: list[list[int]] = []
-    for m in _NON_ASCII_WORD_RE.finditer(seg):
-        a, b = m.span()
+    pos = 0
+    while (m := _NON_ASCII_RE.search(seg, pos)) is not None:
+        a = p = m.start()
+        while a > pos and not seg[a - 1].isspace():
+            a -= 1
+        pos = _WORD_REST_RE.match(seg, p + 1).end()
         if out and out[-1][1] == a:
-            out[-1][1] = b
+            out[-1][1] = pos
         else:
-            out.append([a, b])
+            out.append([a, pos])
     return [(a, b) for a, b in out]
 
 

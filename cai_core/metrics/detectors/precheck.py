@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from cai_core.metrics.detectors.characters import _SUSPECT_RE, _ends_with_emoji, _may_have_emoticon
 from cai_core.metrics.detectors.configs import DetectorConfig
-from cai_core.metrics.detectors.mojibake import RARE_TELLTALE_RE
 from cai_core.metrics.detectors.markdown import PROSE, _classify_lines, _Lines
+from cai_core.metrics.detectors.mojibake import may_have_mojibake
 from cai_core.metrics.detectors.sentences import (
     _ALNUM_BYTES_RE,
     _ALNUM_RE,
@@ -82,7 +82,7 @@ def _precheck(text: str, cfg: DetectorConfig) -> _Doubt | None:
     rare = _rare_chars(text.encode("utf-8", "surrogatepass"))
     if rare and _PLAIN_RE.search(rare) and (_SUSPECT_RE.search(rare) or "\ufffd" in rare or not rare.isprintable()):
         return _Doubt(text)  # control or invalid characters, emoji, other scripts, odd spaces, format characters
-    if rare and RARE_TELLTALE_RE.search(rare):
+    if rare and may_have_mojibake(text, rare):
         return _Doubt(text)  # perhaps mojibake (its characters are all plain Latin-1 and cp1252 ones)
     if _may_have_emoticon(text):
         return _Doubt(text)
