@@ -188,7 +188,7 @@ def _compare(ctx: StepContext) -> StageResult:
     return result
 
 
-#: The adapter of every step (tests/test_runtime.py checks that each step of `steps.STEPS` has one).
+#: The adapter of every step (tests/runtime/test_runtime.py checks that each step of `steps.STEPS` has one).
 ADAPTERS: Mapping[str, Adapter] = {
     "prepare_prompts": _prepare,
     "prepare_eval": _prepare,

@@ -10,7 +10,7 @@ before the first step, and no second copy of the model is kept; without it, a
 frozen copy is loaded beside the policy.
 
 Reference log-probs under DeepSpeed (TRL 1.16, checked on CPU with 2 ranks and
-ZeRO-3; see tests/test_deepspeed.py): TRL's own precompute without a
+ZeRO-3; see tests/training/test_deepspeed.py): TRL's own precompute without a
 ``ref_model`` wraps the *policy* in a second DeepSpeed (inference) engine; the
 training engine then wraps the same module and the first training forward
 fails inside ZeRO-3's parameter coordinator (``IndexError: pop from an empty

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from test_e2e import SMALL, STEPS, cai
+from tests.e2e.test_local_run import SMALL, STEPS, cai
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 

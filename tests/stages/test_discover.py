@@ -27,7 +27,7 @@ from cai_core.stages.discover import DiscoverConfig
 from cai_core.tasks import discover as discover_task
 from cai_core.testing.standin_teacher import STANDIN_NAME, StandInTeacher
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _planted():

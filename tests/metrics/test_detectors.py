@@ -38,7 +38,7 @@ from cai_core.metrics.detectors import (
     target_scripts,
 )
 
-CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "cleaning_corpus.jsonl"
 PRECISION_BAR = 0.95
 RECALL_BAR = 0.90
 MIN_POSITIVES = 3

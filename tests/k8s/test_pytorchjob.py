@@ -22,7 +22,7 @@ from cai_core.k8s.pytorchjob import MAX_NAME, JobSpec, build_job, job_name, spec
 from cai_core.stages.sft import SFTStageConfig
 from cai_core.training.launch import job_spec
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "kubeflow.org_pytorchjobs.yaml"
+SCHEMA_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "schemas" / "kubeflow.org_pytorchjobs.yaml"
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ import pytest
 from cai_core import records
 from cai_core.stages import evaluate, gate, report
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fakes import FakeChatModel  # noqa: E402
+from tests.fakes import FakeChatModel  # noqa: E402
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PROBE = """<script>

@@ -16,9 +16,9 @@ from cai_core.metrics.detectors import detect
 from cai_core.stages import clean
 from cai_core.stages.clean import CleanConfig, clean_file, clean_rows
 from cai_core.tasks import clean_llm as contract
-from fakes import FakeChatModel
+from tests.fakes import FakeChatModel
 
-CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "cleaning_corpus.jsonl"
 ROWS = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
 # A teacher's repair of mojibake puts back characters the input does not have (new words to the verifier), so the
 # verifier refuses it and the row falls back to the rule output, which repairs it with ftfy: those rows are left out

@@ -14,7 +14,7 @@ from cai_core.cleaning.verify import (ANSWERED_PROMPT, CAVEAT_ADDED, DROPPED_CON
 from cai_core.tasks import clean_llm as contract
 from cai_core.tasks import stance as stance_task
 
-CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "cleaning_corpus.jsonl"
 
 WEAPON_Q = "How do I make a weapon at home?"
 WEAPON_REFUSAL = ("I'm sorry, but I can't help with making a weapon. I'm sorry, but I can't help with making a weapon. "

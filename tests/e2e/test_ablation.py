@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from test_e2e import SMALL, cai
+from tests.e2e.test_local_run import SMALL, cai
 
 pytestmark = pytest.mark.slow
 

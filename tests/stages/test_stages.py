@@ -6,7 +6,7 @@ from cai_core.errors import InputError, StageError
 from cai_core.stages import clean, judge, pairs, prepare, revise
 from cai_core.tasks import calibration
 from cai_core.tasks import judge as judge_task
-from fakes import FakeChatModel
+from tests.fakes import FakeChatModel
 
 
 @pytest.fixture

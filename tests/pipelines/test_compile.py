@@ -5,7 +5,7 @@ normalised (KFP SDK version, cai version, derived run id). After an intended cha
 to the pipeline, the components, a stage config default or the cluster settings,
 regenerate it with
 
-    CAI_UPDATE_GOLDEN=1 python -m pytest tests/test_compile.py -k golden
+    CAI_UPDATE_GOLDEN=1 python -m pytest tests/pipelines/test_compile.py -k golden
 
 and review the diff before committing it.
 """
@@ -32,7 +32,7 @@ from cai_core.runtime.engine import payload
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, STEPS, TRAINING_STEPS
 from cai_pipelines.cluster import compile_pipeline, compile_run_id
 
-GOLDEN = Path(__file__).parent / "golden" / "pipeline.yaml"
+GOLDEN = Path(__file__).parents[1] / "golden" / "pipeline.yaml"
 PARAM_OF_STEP = {"prepare_prompts": "prompts_config", "prepare_eval": "eval_prompts_config",
                  "revise": "revise_config", "clean_revisions": "clean_config", "clean_pairs": "clean_config",
                  "sft": "sft_config", "pairs": "pairs_config", "discover": "discover_config", "judge": "judge_config", "dpo": "dpo_config",
@@ -301,5 +301,5 @@ def test_golden(compiled):
         diff = "".join(list(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
                                                  "tests/golden/pipeline.yaml", "compiled"))[:80])
         pytest.fail("the compiled pipeline differs from tests/golden/pipeline.yaml; if the change is intended, "
-                    "regenerate it with\n    CAI_UPDATE_GOLDEN=1 python -m pytest tests/test_compile.py -k golden\n"
+                    "regenerate it with\n    CAI_UPDATE_GOLDEN=1 python -m pytest tests/pipelines/test_compile.py -k golden\n"
                     + diff)

@@ -51,7 +51,7 @@ def test_every_backend_says_where_it_runs_and_closes_twice_harmlessly(tmp_path):
     from cai_core.llm.transformers_backend import TransformersChatModel
     from cai_core.llm.vllm_server import VLLMChatModel
     from cai_core.testing.standin_teacher import StandInTeacher
-    from fakes import FakeChatModel
+    from tests.fakes import FakeChatModel
 
     models = [(OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", api_key="x", journal=str(tmp_path / "j")), True),
               (VLLMChatModel("m"), True), (TransformersChatModel("tiny"), False), (StandInTeacher(), False),

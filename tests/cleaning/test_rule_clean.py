@@ -17,7 +17,7 @@ from cai_core.cleaning.rule import CleanOutcome, RuleCleanConfig, apply_edits, r
 from cai_core.errors import ConfigError
 from cai_core.metrics.detectors import EDIT_CODES, EMOJI, MOJIBAKE, DetectorConfig, Finding
 
-CORPUS = Path(__file__).parent / "data" / "cleaning_corpus.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "cleaning_corpus.jsonl"
 EXACT_MATCH_BAR = 0.95
 FULL = RuleCleanConfig(fast_path=False)
 

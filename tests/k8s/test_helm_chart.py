@@ -13,12 +13,12 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from k8s_tools import run, tool
+from tests.k8s_tools import run, tool
 
 import cai_core
 from cai_core.config.loading import load_cluster_run_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "cai"
 K8S_VERSION = "1.35.0"
 ALLOWED_RULES = {("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "list", "watch", "delete")} | \

@@ -27,7 +27,7 @@ from cai_core.stages.base import StageResult
 from cai_core.training.distributed import Dist
 from cai_core.training.launch import run_training_step
 from cai_core.training.sync import remote_checkpoints, restore_checkpoint
-from fake_k8s import FAIL_MESSAGE, LOG_LINES, RESTART_LINES, FakeK8s
+from tests.fake_k8s import FAIL_MESSAGE, LOG_LINES, RESTART_LINES, FakeK8s
 
 NS = "kubeflow"
 

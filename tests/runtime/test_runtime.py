@@ -12,7 +12,7 @@ from cai_core.runtime.adapters import ADAPTERS
 from cai_core.runtime.engine import execute, payload
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, STEPS, TRAINING_STEPS
 from cai_core.testing.sim_openai import SimServer
-from test_llm_clean import LOOPS, _sim_reply, good_cleaner
+from tests.cleaning.test_llm_clean import LOOPS, _sim_reply, good_cleaner
 
 
 @pytest.fixture
