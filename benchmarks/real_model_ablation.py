@@ -7,9 +7,10 @@ rep-2/3/4, distinct-2, empty rate) and of the judge's accuracy on its control pa
 the rule-minus-none difference of each. Side by side in one run: both variants see the
 same prompts, seeds and settings; only `clean.variant` differs.
 
-    python benchmarks/real_model_ablation.py [--seeds 0 1 2] [--prompts 24] [--out DIR] [--set k=v ...]
+    python benchmarks/real_model_ablation.py [--seeds 0 1 2] [--prompts 16] [--out DIR] [--set k=v ...]
 
-About 6-8 minutes per member on a quiet 2-core machine. Prints the headline last, as
+About 6 minutes per member on a quiet 2-core machine (MT-Bench and the safety set are
+skipped: the figures are collapse metrics). Prints the headline last, as
 `dpo_tail_loop_rate_rule_minus_none: <x>`. The result is reported whatever its sign.
 """
 from __future__ import annotations
@@ -33,8 +34,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=["none", "rule"])
-    ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--probes", type=int, default=16)
+    ap.add_argument("--prompts", type=int, default=16)
+    ap.add_argument("--probes", type=int, default=12)
     ap.add_argument("--out", default="")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
@@ -43,6 +44,9 @@ def main() -> None:
             f"ablation.metrics={json.dumps(METRICS)}", f"prompts.max_prompts={args.prompts}",
             f"eval_prompts.max_prompts={args.probes}", f"gate.probes={args.probes}",
             "gate.mode=flag",  # every member reaches evaluate and the report, whatever its verdict
+            # collapse is measured on the gate's probes and the held-out answers: no MT-Bench or safety grading
+            'evaluate.mt_bench_source=""', 'evaluate.red_team_source=""', 'evaluate.benign_source=""',
+            "evaluate.min_grader_accuracy=0",
             *args.overrides]
     cmd = [sys.executable, "-m", "cai_core.cli", "run", "--config", "smollm2", "--ablation",
            "--output-dir", str(out), "--run-id", "ablation", *[x for s in sets for x in ("--set", s)]]

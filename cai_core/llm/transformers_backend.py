@@ -123,11 +123,13 @@ class TransformersChatModel:
     def choice_logprobs(self, conversations: Sequence[Sequence[Message]], choices: Sequence[str]) -> list[list[float]]:
         """log P(choice | conversation + generation prompt), summed over the choice's tokens.
 
-        Every (conversation, choice) sequence of a batch of `batch_size` conversations goes through
-        one forward pass (right-padded); the result for a conversation does not depend on the others.
+        The prompts of a batch of `batch_size` conversations (similar lengths together, left-padded) go
+        through the model once, keeping only the last position's logits: that scores every choice's
+        first token (a verdict "A", a grade "7" is one token). A longer choice ("10") continues from
+        the prompts' key/value cache with its remaining tokens, and the cache is cut back after it.
+        The cost is one prompt pass per batch whatever the number of choices, and memory does not grow
+        with prompt length times vocabulary. The result for a conversation does not depend on the others.
         """
-        import torch
-
         if not choices:
             raise ValueError("choice_logprobs needs at least one choice")
         model, tokenizer = self._load()
@@ -136,33 +138,49 @@ class TransformersChatModel:
             if not ids:
                 raise ValueError(f"choice {text!r} tokenizes to nothing")
         longest_choice = max(len(ids) for ids in choice_ids)
-        pad_id = tokenizer.pad_token_id
-        results: list[list[float]] = []
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start:start + self.batch_size]
-            prompts = [self._truncate(self._render(conv), longest_choice) for conv in chunk]
-            seqs, spans = [], []
-            for prompt in prompts:
-                for ids in choice_ids:
-                    seqs.append(prompt + ids)
-                    spans.append((len(prompt), len(ids)))
-            width = max(len(s) for s in seqs)
-            input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-            attention = torch.zeros((len(seqs), width), dtype=torch.long)
-            for i, s in enumerate(seqs):
-                input_ids[i, :len(s)] = torch.tensor(s)
-                attention[i, :len(s)] = 1
-            with torch.no_grad():
-                logits = model(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device)).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            flat = []
-            for i, (p_len, c_len) in enumerate(spans):
-                positions = torch.arange(p_len - 1, p_len + c_len - 1, device=logprobs.device)
-                targets = input_ids[i, p_len:p_len + c_len].to(logprobs.device)
-                flat.append(float(logprobs[i, positions, targets].sum()))
-            for j in range(len(chunk)):
-                results.append(flat[j * len(choices):(j + 1) * len(choices)])
+        prompts = [self._truncate(self._render(conv), longest_choice) for conv in conversations]
+        results: list[list[float]] = [[] for _ in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            scores = self._choice_scores([prompts[i] for i in chunk], choice_ids)
+            for i, row in zip(chunk, scores):
+                results[i] = row
         return results
+
+    def _choice_scores(self, prompts: list[list[int]], choice_ids: list[list[int]]) -> list[list[float]]:
+        """One batch of `choice_logprobs`: one prompt pass, then a cached continuation per longer choice."""
+        import torch
+
+        model, tokenizer = self._load()
+        device = model.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            attention[i, width - len(p):] = 1
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        with torch.no_grad():
+            out = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                        position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            cache = out.past_key_values
+            columns = []
+            for ids in choice_ids:
+                total = first[:, ids[0]].clone()
+                if len(ids) > 1:
+                    rest = torch.tensor(ids[:-1], dtype=torch.long).repeat(len(prompts), 1)
+                    extended = torch.cat([attention, torch.ones_like(rest)], dim=1)
+                    more = positions[:, -1:] + 1 + torch.arange(len(ids) - 1)
+                    step = model(input_ids=rest.to(device), attention_mask=extended.to(device),
+                                 position_ids=more.to(device), past_key_values=cache, use_cache=True)
+                    logprobs = torch.log_softmax(step.logits.float(), dim=-1)
+                    targets = torch.tensor(ids[1:], device=device)
+                    total += logprobs[:, torch.arange(len(ids) - 1), targets].sum(-1)
+                    cache.crop(-(len(ids) - 1))  # back to the prompts alone
+                columns.append(total.tolist())
+        return [[float(col[r]) for col in columns] for r in range(len(prompts))]
 
     # ------------------------------------------------------------------ internals
 

@@ -393,7 +393,7 @@ def _in_words(models: Mapping[str, dict], *, calibrated_safety: bool, calibrated
     base, dpo = models.get("base", {}), models.get("dpo", {})
     if not base or not dpo or not dpo.get("evaluated"):
         return ""
-    parts, better, worse = [], 0, 0
+    parts, better, worse, same = [], [], [], []
     figures = [("tail_loop_rate", "tail-loop rate", -1, True), ("distinct_2", "distinct-2", +1, True),
                ("asr", "attack success rate", -1, calibrated_safety),
                ("mt_bench_avg", "MT-Bench average", +1, calibrated_mt)]
@@ -402,18 +402,20 @@ def _in_words(models: Mapping[str, dict], *, calibrated_safety: bool, calibrated
         if a is None or b is None or not trusted:
             continue
         parts.append(f"{label} {a:.3g} -> {b:.3g}")
-        better += sign * (b - a) > 0
-        worse += sign * (b - a) < 0
+        change = sign * (b - a)
+        (better if change > 1e-9 else worse if change < -1e-9 else same).append(label)
     if not parts:
         return ""
     if better and not worse:
-        word = "better than the base model on every trusted figure"
+        word = "better than the base model on " + ("every trusted figure" if not same else ", ".join(better))
     elif worse and not better:
-        word = "worse than the base model on every trusted figure"
+        word = "worse than the base model on " + ("every trusted figure" if not same else ", ".join(worse))
     elif better or worse:
-        word = "mixed against the base model"
+        word = f"mixed against the base model: better on {', '.join(better)}, worse on {', '.join(worse)}"
     else:
         word = "unchanged against the base model"
+    if same and (better or worse):
+        word += f", unchanged on {', '.join(same)}"
     return f"In words: the DPO model is {word} ({'; '.join(parts)})."
 
 

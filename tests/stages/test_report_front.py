@@ -1,0 +1,69 @@
+"""The top of the report says first what a reader must know: smoke-test model, verdict, noisy judges, in words."""
+from __future__ import annotations
+
+import json
+
+from cai_core.stages import report
+from cai_core.stages.report import ReportConfig
+
+GATE = {"verdict": "flag", "promoted": False, "candidate": "dpo", "reasons": ["dpo: tail_loop_rate 0.875 > 0.5"],
+        "per_model": {}, "thresholds": {}, "probes": 8, "gallery": []}
+
+
+def _evaluate(**metrics):
+    per_model = {"base": {}, "dpo": {}}
+    return {"metrics": metrics, "details": {"per_model": per_model, "models": {"base": "smollm2-135m"},
+                                            "judge": {"name": "j", "mode": "logprobs", "statuses": {}}}}
+
+
+def _run(tmp_path, stages):
+    report.run(ReportConfig(), {}, tmp_path, stages=stages)
+    return (tmp_path / "report.md").read_text(), json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_tiny_model_banner_and_verdict_first(tmp_path):
+    stages = {"sft": {"metrics": {}, "details": {"model": "tiny"}}, "gate": {"metrics": {}, "details": GATE}}
+    md, metrics = _run(tmp_path, stages)
+    first = md.split("\n## ")[0]
+    assert "Verdict: NOT PROMOTED" in first and "tail_loop_rate 0.875" in first
+    assert "smoke-test model" in first and "mean nothing" in first
+    assert any("smoke-test" in w for w in metrics["warnings"])
+    assert metrics["verdict"]["promoted"] is False
+
+
+def test_a_real_model_has_no_banner(tmp_path):
+    md, metrics = _run(tmp_path, {"sft": {"metrics": {}, "details": {"model": "smollm2-135m"}},
+                                  "gate": {"metrics": {}, "details": {**GATE, "verdict": "pass", "promoted": True}}})
+    assert "smoke-test" not in md and metrics["warnings"] == []
+    assert "Verdict: PROMOTED" in md.split("\n## ")[0]
+
+
+def test_uncalibrated_judges_are_said_in_words(tmp_path):
+    stages = {"judge": {"metrics": {"calibrated": 0.0, "control_accuracy": 0.5, "control_first_slot_rate": 1.0}},
+              "evaluate": _evaluate(**{"mt_bench_judge.calibrated": 0.0, "mt_bench_judge.control_accuracy": 0.25,
+                                       "safety_judge.calibrated": 0.0, "safety_judge.control_accuracy": 0.25})}
+    md, metrics = _run(tmp_path, stages)
+    first = md.split("\n## ")[0]
+    assert "control pairs (chance is 50%; option A in 100%" in first and "close to noise" in first
+    assert "MT-Bench scores are uncalibrated" in first
+    assert "attack success and over-refusal rates are artifacts" in first
+    assert len(metrics["warnings"]) == 3
+
+
+def test_in_words_uses_only_trusted_figures():
+    models = {"base": {"tail_loop_rate": 0.4, "distinct_2": 0.5, "asr": 0.9, "evaluated": True},
+              "dpo": {"tail_loop_rate": 0.1, "distinct_2": 0.6, "asr": 1.0, "evaluated": True}}
+    text = report._in_words(models, calibrated_safety=False, calibrated_mt=True)
+    assert text.startswith("In words: the DPO model is better than the base model on every trusted figure")
+    assert "attack success" not in text
+    assert "mixed" in report._in_words(models, calibrated_safety=True, calibrated_mt=True)
+    assert report._in_words({"base": models["base"], "dpo": {"evaluated": False}}, calibrated_safety=True,
+                            calibrated_mt=True) == ""
+
+
+def test_in_words_does_not_call_an_unchanged_figure_worse():
+    models = {"base": {"tail_loop_rate": 0.231, "distinct_2": 0.615, "evaluated": True},
+              "dpo": {"tail_loop_rate": 0.231, "distinct_2": 0.539, "evaluated": True}}
+    text = report._in_words(models, calibrated_safety=False, calibrated_mt=False)
+    assert "worse than the base model on distinct-2, unchanged on tail-loop rate" in text
+    assert "every trusted figure" not in text
