@@ -31,9 +31,14 @@ import psutil
 
 
 def measure(cmd: list[str], env: dict) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS of the process tree in MB, exit code)."""
+    """(wall seconds, peak RSS of the process tree in MB, exit code).
+
+    Runs from a neutral directory: `python -m` puts the working directory first on
+    sys.path, which would shadow a baseline's PYTHONPATH with this checkout.
+    """
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tempfile.gettempdir())
     peak = [0]
     done = threading.Event()
 
@@ -116,7 +121,7 @@ def main() -> None:
                         help="time the same run with the code of this git ref, side by side (warm caches)")
     parser.add_argument("--rounds", type=int, default=2, help="with --baseline: alternating runs per version")
     args = parser.parse_args()
-    out = args.out or tempfile.mkdtemp(prefix="cai-bench-")
+    out = os.path.abspath(args.out) if args.out else tempfile.mkdtemp(prefix="cai-bench-")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env.pop("OPENAI_API_KEY", None)
     env.pop("OPENAI_BASE_URL", None)

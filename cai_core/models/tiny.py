@@ -239,7 +239,7 @@ def ensure_tiny_model(cache_dir: Path | None = None, *, settings: TinySettings =
     models_dir = cache_root(cache_dir) / "models"
     name = f"tiny-llama-{fp}"
     if not (models_dir / name / BUILD_INFO).exists():
-        log_progress("building the embedded tiny model once (about 100 s on 2 cores; cached after)")
+        log_progress("building the embedded tiny model once (about 15 s on 2 cores; cached after)")
     return publish_once(models_dir, name, BUILD_INFO,
                         lambda tmp: build_tiny_model(tmp, dialogues, settings, source=source, fp=fp))
 
