@@ -67,23 +67,41 @@ def read_text(uri: str, cfg: StorageConfig | None = None, encoding: str = "utf-8
         raise StorageError(f"cannot read {uri}: not valid {encoding} at byte {exc.start}") from None
 
 
-def write_bytes(uri: str, data: bytes, cfg: StorageConfig | None = None) -> None:
-    """Write `data` atomically: readers see the old content or the new, never a part."""
-    uri = os.fspath(uri)
-    data = bytes(data)
+def _put(uri: str, cfg: StorageConfig | None, write_local, upload, verb: str = "write") -> None:
+    """Write `uri` atomically: `write_local(tmp_path)` for a local path, else `upload(client, bucket, key, cfg)`."""
     if not is_remote(uri):
         with _guard("write", uri):
             with _atomic_local(_local(uri)) as tmp:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
+                write_local(tmp)
         return
     bucket, key, client, cfg = _s3(uri, cfg)
-    with _guard("write", uri, cfg, client):
+    with _guard(verb, uri, cfg, client):
+        upload(client, bucket, key, cfg)
+
+
+def _managed_upload(source):
+    """An `upload` for _put: the transfer manager (multipart above the threshold)."""
+    def upload(client, bucket: str, key: str, cfg: StorageConfig) -> None:
+        with _transfers(cfg, client) as tm:
+            tm.upload(source, bucket, key).result()
+    return upload
+
+
+def write_bytes(uri: str, data: bytes, cfg: StorageConfig | None = None) -> None:
+    """Write `data` atomically: readers see the old content or the new, never a part."""
+    data = bytes(data)
+
+    def write_local(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+    def upload(client, bucket: str, key: str, cfg: StorageConfig) -> None:
         if len(data) < cfg.multipart_threshold_mb * _MB:
             client.put_object(Bucket=bucket, Key=key, Body=data)
         else:
-            with _transfers(cfg, client) as tm:
-                tm.upload(io.BytesIO(data), bucket, key).result()
+            _managed_upload(io.BytesIO(data))(client, bucket, key, cfg)
+
+    _put(os.fspath(uri), cfg, write_local, upload)
 
 
 def write_text(uri: str, text: str, cfg: StorageConfig | None = None, encoding: str = "utf-8") -> None:
@@ -96,18 +114,13 @@ def write_stream(uri: str, stream: IO[bytes], cfg: StorageConfig | None = None) 
     If the stream raises, its exception propagates unchanged and nothing is left at `uri`
     (the temp file is removed; the multipart upload is aborted).
     """
-    uri = os.fspath(uri)
     source = _CallerStream(stream)
-    if not is_remote(uri):
-        with _guard("write", uri):
-            with _atomic_local(_local(uri)) as tmp:
-                with open(tmp, "wb") as fh:
-                    _copy_stream(source, fh)
-        return
-    bucket, key, client, cfg = _s3(uri, cfg)
-    with _guard("write", uri, cfg, client):
-        with _transfers(cfg, client) as tm:
-            tm.upload(source, bucket, key).result()
+
+    def write_local(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            _copy_stream(source, fh)
+
+    _put(os.fspath(uri), cfg, write_local, _managed_upload(source))
 
 
 def upload_file(local: str, uri: str, cfg: StorageConfig | None = None) -> None:
@@ -117,15 +130,7 @@ def upload_file(local: str, uri: str, cfg: StorageConfig | None = None) -> None:
         raise (StorageError if os.path.exists(local) else NotFoundError)(
             f"cannot upload {local}: {'not a regular file' if os.path.exists(local) else 'no such file'}"
         )
-    if not is_remote(uri):
-        with _guard("write", uri):
-            with _atomic_local(_local(uri)) as tmp:
-                shutil.copyfile(local, tmp)
-        return
-    bucket, key, client, cfg = _s3(uri, cfg)
-    with _guard("upload to", uri, cfg, client):
-        with _transfers(cfg, client) as tm:
-            tm.upload(local, bucket, key).result()
+    _put(uri, cfg, lambda tmp: shutil.copyfile(local, tmp), _managed_upload(local), verb="upload to")
 
 
 def download_file(uri: str, local: str, cfg: StorageConfig | None = None) -> None:
