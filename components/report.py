@@ -6,7 +6,7 @@ from cai_components.images import CORE_IMAGE
 
 @dsl.component(base_image=CORE_IMAGE, install_kfp_package=False)
 def report(clean_revisions: Input[Dataset], sft: Input[Model], clean_pairs: Input[Dataset], judge: Input[Dataset],
-           dpo: Input[Model], gate: Input[Dataset], config: str, run_root: str,
+           dpo: Input[Model], gate: Input[Dataset], config: str, run_root: str, kfp_run_id: str,
            bundle: Output[Dataset], html: Output[HTML], markdown: Output[Markdown], metrics: Output[Metrics],
            evaluate: Input[Dataset] = None):
     """Stage 10: the run's report (HTML, Markdown, metrics.json), also shown in the Kubeflow UI.
@@ -19,6 +19,6 @@ def report(clean_revisions: Input[Dataset], sft: Input[Model], clean_pairs: Inpu
               "judge": judge.path, "dpo": dpo.path, "gate": gate.path}
     if evaluate is not None:
         inputs["evaluate"] = evaluate.path
-    execute("report", config, inputs, bundle.path, run_root, metrics)
+    execute("report", config, inputs, bundle.path, run_root, metrics, kfp_run_id=kfp_run_id)
     shutil.copyfile(f"{bundle.path}/report.html", html.path)
     shutil.copyfile(f"{bundle.path}/report.md", markdown.path)

@@ -5,7 +5,10 @@
 # The base images and the pins stay in each Dockerfile (TORCH_VERSION, TORCH_INDEX_URL: build ARGs).
 #
 #   torch              pip install "torch==$TORCH_VERSION", from the index $TORCH_INDEX_URL when it is set
-#   cai [PIP_ARG ...]  pip install the cai wheel from /wheels (the build stage's), then remove /wheels
+#   cai [--extras E[,E]] [PIP_ARG ...]
+#                      pip install the cai wheel from /wheels (the build stage's) with the extras E of
+#                      pyproject.toml (tests/k8s/test_images.py reads them from each Dockerfile), then
+#                      remove /wheels
 #   check MODULE ...   import each module and print its version (the image's smoke test)
 #   user               add the non-root user the images run as: cai, uid 10001
 set -eu
@@ -21,7 +24,14 @@ case "$step" in
     fi
     ;;
   cai)
-    python3 -m pip install --no-cache-dir "$@" /wheels/*.whl
+    extras=""
+    if [ "${1:-}" = "--extras" ]; then
+      extras="[${2:?install.sh cai --extras: name the extras}]"
+      shift 2
+    fi
+    for wheel in /wheels/*.whl; do
+      python3 -m pip install --no-cache-dir "$@" "${wheel}${extras}"
+    done
     rm -rf /wheels
     ;;
   check)

@@ -51,6 +51,6 @@ def build_ablation(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
                         pairs_config=member.pairs_config, judge_config=member.judge_config,
                         dpo_config=member.dpo_config, evaluate_config=member.evaluate_config)
         platform(compare(verdicts=dsl.Collected(run.output), roster=roster, config=compare_config,
-                         run_root=run_root), "compare")
+                         run_root=run_root, kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "compare")
 
     return cai_ablation

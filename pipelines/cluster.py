@@ -8,8 +8,10 @@ task with its step name. It applies, from `cfg.cluster` (see cai_core/config/clu
   come from the config at compile time, without environment variables, module
   reloads or a fresh interpreter; generation steps get the vLLM image, the
   training launchers the trainer image, every other step the core image;
-* pod labels `app=cai`, `cai/run-id`, `cai/stage` (the step name), so
-  `kubectl get pods -l cai/run-id=<id>` finds a run;
+* pod labels `app=cai` and `cai/stage` (the step name). The package names no run: the run root is
+  the pipeline parameter `run_root` (default `<output_dir>/{run_id}`, filled in at run time with KFP's
+  run id, see cai_pipeline.build_pipeline), so the pods carry no `cai/run-id` label (a label cannot
+  take a run-time value); the PyTorchJobs, created at run time, do;
 * generation steps (revise, pairs, gate, evaluate): `nvidia.com/gpu` x generation_gpus,
   the H100 node selector and tolerations, a memory-backed /dev/shm, CPU and
   memory, and the vLLM layout as env (CAI_VLLM_TENSOR_PARALLEL_SIZE,
@@ -59,9 +61,11 @@ from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, TRAINING_STEPS,
 #: where the teacher may be called, the HF token where model weights are loaded.
 TEACHER_STEPS = named(lambda step: step.needs_teacher)
 MODEL_STEPS = named(lambda step: step.loads_model)
+#: ... and the HF token also where hf: data sets are read (prepare, discover).
+HF_STEPS = named(lambda step: step.loads_model or step.reads_datasets)
 SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
               "hf_token": "HF_TOKEN"}
-LABEL_APP, LABEL_RUN, LABEL_STAGE = "app", "cai/run-id", "cai/stage"
+LABEL_APP, LABEL_STAGE = "app", "cai/stage"
 #: Where the KFP SDK's in-cluster credentials read a projected service account token.
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 
@@ -72,7 +76,7 @@ def secret_env(cfg: RunConfig, step: str) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for name, env in SECRET_ENV.items():
         ref = getattr(refs, name)
-        if ref is None or (name == "hf_token" and step not in MODEL_STEPS):
+        if ref is None or (name == "hf_token" and step not in HF_STEPS):
             continue
         out[env] = (ref.secret, ref.key)
     if refs.openai_api_key is not None and step in TEACHER_STEPS:
@@ -80,8 +84,8 @@ def secret_env(cfg: RunConfig, step: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def platform(cfg: RunConfig, run_id: str) -> Callable:
-    """The `platform(task, step)` hook of `build_pipeline` for this config and run id."""
+def platform(cfg: RunConfig) -> Callable:
+    """The `platform(task, step)` hook of `build_pipeline` for this config (no run id: see the module doc)."""
     from kfp import kubernetes
 
     c: ClusterConfig = cfg.cluster
@@ -89,7 +93,7 @@ def platform(cfg: RunConfig, run_id: str) -> Callable:
     def apply(task, step: str):
         # The step's kind in cai_core.runtime.steps decides its image and resources (generation, training, CPU).
         task.set_container_image(c.step_image(step))
-        for key, value in ((LABEL_APP, "cai"), (LABEL_RUN, run_id), (LABEL_STAGE, step)):
+        for key, value in ((LABEL_APP, "cai"), (LABEL_STAGE, step)):
             kubernetes.add_pod_label(task, key, value)
         task.set_caching_options(enable_caching=step not in c.no_cache_steps)
         if step in c.retry_steps and c.retries > 0:
@@ -102,7 +106,7 @@ def platform(cfg: RunConfig, run_id: str) -> Callable:
         if c.image_pull_secrets:
             kubernetes.set_image_pull_secrets(task, list(c.image_pull_secrets))
 
-        env = {"CAI_RUN_ID": run_id, "CAI_STEP": step, **c.env}
+        env = {"CAI_STEP": step, **c.env}
         by_secret: dict[str, dict[str, str]] = {}
         for var, (secret, key) in secret_env(cfg, step).items():
             by_secret.setdefault(secret, {})[key] = var
@@ -149,12 +153,6 @@ def platform(cfg: RunConfig, run_id: str) -> Callable:
 
 # -- preflight ---------------------------------------------------------------------------
 
-def compile_run_id(cfg: RunConfig) -> str:
-    """The run id baked into a compiled pipeline: the config's, else one derived from the config
-    (the same config compiles to the same id, so a rerun reuses its completed steps)."""
-    return cfg.run_id or f"cai-{cfg.replace(run_id='').fingerprint()[:10]}"
-
-
 def new_run_id(cfg: RunConfig) -> str:
     """A fresh run id for a submission: date, time and a hash of the config."""
     if cfg.run_id:
@@ -163,13 +161,14 @@ def new_run_id(cfg: RunConfig) -> str:
     return f"{stamp}-{cfg.fingerprint()[:6]}"
 
 
-def preflight_static(cfg: RunConfig, run_id: str) -> None:
+def preflight_static(cfg: RunConfig, run_id: str | None) -> None:
     """Checks that need no cluster. (Image references, the GPU layout, Secret names and keys were
-    already checked when the config was loaded; this re-runs them for configs built in code.)"""
+    already checked when the config was loaded; this re-runs them for configs built in code.)
+    `run_id` None: the package names no run (each run takes its KFP run id)."""
     cfg.cluster.validate()
     for ref in cfg.cluster.secrets.refs().values():
         ref.validate()
-    if not (run_id and len(run_id) <= 63 and is_label_value(run_id)):
+    if run_id is not None and not (run_id and len(run_id) <= 63 and is_label_value(run_id)):
         raise ConfigError(f"run_id: {run_id!r} cannot label the run's pods: use at most 63 letters, digits, "
                           "'-', '_' or '.', starting and ending with a letter or digit")
     if not storage.is_remote(cfg.output_dir):
@@ -349,28 +348,33 @@ def check_secrets(cfg: RunConfig, namespace: str, kube_context: str | None = Non
 @dataclass
 class Compiled:
     path: Path
+    #: The run id the package's run_root default names; "" = none (each run takes its KFP run id).
     run_id: str
     run_root: str
     images: dict[str, str]
 
 
 def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = None) -> Compiled:
-    """Write the cluster pipeline YAML (PipelineSpec + PlatformSpec) for `cfg` to `out_path`."""
+    """Write the cluster pipeline YAML (PipelineSpec + PlatformSpec) for `cfg` to `out_path`.
+
+    Without a run id (`run_id` and cfg.run_id empty) the run_root parameter defaults to
+    `<output_dir>/{run_id}` and every run of the package is a new run; with one it defaults to
+    `<output_dir>/<run id>` (a package that resumes that run each time it is run)."""
     from kfp import compiler
 
-    from cai_pipelines.cai_pipeline import build_pipeline
+    from cai_pipelines.cai_pipeline import build_pipeline, default_run_root
 
-    run_id = run_id or compile_run_id(cfg)
+    run_id = run_id or cfg.run_id or None
     preflight_static(cfg, run_id)
-    cfg = cfg.replace(run_id=run_id)
-    run_root = storage.join(cfg.output_dir, run_id)
-    pipeline = build_pipeline(cfg, run_root=run_root, platform=platform(cfg, run_id))
+    cfg = cfg.replace(run_id=run_id or "")
+    run_root = storage.join(cfg.output_dir, run_id) if run_id else default_run_root(cfg)
+    pipeline = build_pipeline(cfg, run_root=run_root, platform=platform(cfg))
     out = Path(out_path)
     if out.parent and not out.parent.exists():
         raise CaiError(f"{out}: the directory {out.parent} does not exist")
     compiler.Compiler().compile(pipeline, str(out))
     images = {step: cfg.cluster.step_image(step) for step in STEP_NAMES}
-    return Compiled(out, run_id, run_root, images)
+    return Compiled(out, run_id or "", run_root, images)
 
 
 @dataclass
@@ -430,12 +434,13 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
             return Submitted(existing, run_id, run_name, run_root, f"{host.rstrip('/')}/#/runs/details/{existing}",
                              notes, skipped=True)
     with tempfile.TemporaryDirectory() as tmp:
-        compiled = compile_pipeline(cfg, Path(tmp) / "pipeline.yaml", run_id=run_id)
+        # The package names no run; this run's identity is its run_root argument.
+        compiled = compile_pipeline(cfg.replace(run_id=""), Path(tmp) / "pipeline.yaml")
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # kfp prints its own links; we print ours
                 result = client.create_run_from_pipeline_package(
-                    str(compiled.path), arguments={}, run_name=run_name, experiment_name=experiment,
-                    namespace=namespace, service_account=service_account or None)
+                    str(compiled.path), arguments={"run_root": run_root}, run_name=run_name,
+                    experiment_name=experiment, namespace=namespace, service_account=service_account or None)
         except Exception as exc:  # kfp_server_api.ApiException and connection errors
             status = getattr(exc, "status", None)
             body = getattr(exc, "body", None) or str(exc)

@@ -18,8 +18,18 @@ from typing import Literal
 
 from cai_core.config.base import ConfigBase, require
 from cai_core.config.cluster import SecretsConfig, Toleration
-from cai_core.k8s.validate import (image_reference_problem, is_cpu_quantity, is_dns_label, is_env_name, is_label_key,
-                                   is_label_value, is_memory_quantity, looks_like_secret)
+from cai_core.k8s.validate import (image_reference_problem, is_cpu_quantity, is_dns_label, is_dns_subdomain,
+                                   is_env_name, is_label_key, is_label_value, is_memory_quantity, looks_like_secret)
+from cai_core.k8s.pytorchjob import LABEL_APP, LABEL_QUEUE, LABEL_RUN, LABEL_STAGE
+
+#: Labels cai sets itself on the job and its pods (train.pod_labels may not change them).
+RESERVED_LABELS = (LABEL_APP, LABEL_RUN, LABEL_STAGE, LABEL_QUEUE)
+
+
+def _no_sidecar() -> dict[str, str]:
+    # Istio in a Kubeflow profile namespace injects a sidecar that keeps the master pod Running after training
+    # (without native sidecars), so the PyTorchJob never succeeds: kubeflow/trainer#1637.
+    return {"sidecar.istio.io/inject": "false"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,10 @@ class LauncherConfig(ConfigBase):
     env: dict[str, str] = field(default_factory=dict)
     #: Service account of the job's pods (IRSA / workload identity for S3); empty = cluster.service_account.
     service_account: str = ""
-    #: Times the operator restarts a failed pod (restartPolicy OnFailure); the trainer resumes from the last checkpoint.
+    #: Restarts of a failed job; the trainer resumes from the last checkpoint. One node: restartPolicy OnFailure
+    #: bounded by backoffLimit. Several nodes: restartPolicy ExitCode (exit codes 128+ such as OOMKilled or a
+    #: preempted node restart, 1-127 fail at once), which ignores backoffLimit, so the launcher counts the job's
+    #: Restarting transitions and deletes it past this many.
     restarts: int = 2
     #: Seconds the launcher waits for the job before deleting it; 0 = no limit of its own (the pod deadline applies).
     timeout_s: int = 0
@@ -66,6 +79,18 @@ class LauncherConfig(ConfigBase):
     work_uri: str = ""
     #: Stream the master pod's log into this process's log.
     stream_logs: bool = True
+    #: Annotations of every pod of the job. The default keeps Istio's sidecar out: with it the master pod stays
+    #: Running after training in a profile namespace and the job never succeeds (kubeflow/trainer#1637).
+    pod_annotations: dict[str, str] = field(default_factory=_no_sidecar)
+    #: Extra labels of every pod of the job (app, cai/run-id and cai/stage are cai's own).
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    #: PriorityClass of the job's pods (priorityClassName); empty = the cluster's default.
+    priority_class: str = ""
+    #: Extra resources of every pod, requested and limited alike: RDMA / EFA NICs for multi-node NCCL, e.g.
+    #: {"vpc.amazonaws.com/efa": "32"} (p5) or {"rdma/ib": "8"}; values are whole numbers.
+    extra_resources: dict[str, str] = field(default_factory=dict)
+    #: Kueue LocalQueue that admits the job (label kueue.x-k8s.io/queue-name on the PyTorchJob); empty = no Kueue.
+    kueue_queue: str = ""
 
     def validate(self) -> None:
         require(1 <= self.nodes <= 512, "nodes", f"must be between 1 and 512, got {self.nodes}")
@@ -91,6 +116,22 @@ class LauncherConfig(ConfigBase):
         require(self.timeout_s >= 0, "timeout_s", "must be 0 (none) or more")
         require(0.05 <= self.poll_interval_s <= 600, "poll_interval_s", "must be between 0.05 and 600 seconds")
         require(self.ttl_after_finished_s >= 0, "ttl_after_finished_s", "must be 0 or more")
+        for key, value in self.pod_labels.items():
+            require(is_label_key(key), "pod_labels", f"{key!r} is not a valid label key")
+            require(is_label_value(value), "pod_labels", f"{key}: {value!r} is not a valid label value")
+            require(key not in RESERVED_LABELS, "pod_labels",
+                    f"{key!r} is set by cai itself" + (" (use train.kueue_queue)" if key == LABEL_QUEUE else ""))
+        for key, value in self.extra_resources.items():
+            require(is_label_key(key) and "/" in key, "extra_resources",
+                    f"{key!r} is not an extended resource name (domain/name, e.g. vpc.amazonaws.com/efa)")
+            require(str(value).isdigit() and int(value) > 0, "extra_resources",
+                    f"{key}: {value!r} is not a whole number above 0")
+        for key in self.pod_annotations:
+            require(is_label_key(key), "pod_annotations", f"{key!r} is not a valid annotation key")
+        require(not self.priority_class or is_dns_subdomain(self.priority_class), "priority_class",
+                f"{self.priority_class!r} is not a valid PriorityClass name")
+        require(not self.kueue_queue or (is_dns_subdomain(self.kueue_queue) and is_label_value(self.kueue_queue)),
+                "kueue_queue", f"{self.kueue_queue!r} is not a valid LocalQueue name (a label value)")
 
 
 __all__ = ["LauncherConfig"]

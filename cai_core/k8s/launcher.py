@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cai_core.errors import CaiError
-from cai_core.k8s.pytorchjob import ANNOTATION_SPEC, CONTAINER, GROUP, PLURAL, VERSION
+from cai_core.k8s.pytorchjob import ANNOTATION_MAX_RESTARTS, ANNOTATION_SPEC, CONTAINER, GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ class Launcher:
         """Block until the job succeeds (its final object) or raise (failed, deleted, timed out)."""
         streamer: LogStreamer | None = None
         last_phase = None
+        restarts: set[str] = set()  # lastTransitionTime of each Restarting condition seen
         try:
             while True:
                 obj = self.get(name)
@@ -345,6 +346,8 @@ class Launcher:
                         streamer = LogStreamer(self.core, self.namespace, f"{name}-master-0", self.emit,
                                                retry_s=min(1.0, self.poll_interval_s))
                         streamer.start()
+                    if state.phase == "Restarting":
+                        self._bound_restarts(name, current, restarts)
                     if state.phase == "Succeeded":
                         return current
                     if state.phase == "Failed":
@@ -357,6 +360,21 @@ class Launcher:
         finally:
             if streamer is not None:
                 streamer.stop()
+
+    def _bound_restarts(self, name: str, job: dict[str, Any], seen: set[str]) -> None:
+        """Count a new Restarting transition; past the job's cai/max-restarts delete it and fail.
+
+        A multi-node job restarts under restartPolicy ExitCode, which ignores backoffLimit (pytorchjob.py)."""
+        limit = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_MAX_RESTARTS)
+        cond = next((c for c in (job.get("status") or {}).get("conditions") or []
+                     if c.get("type") == "Restarting" and c.get("status") == "True"), {})
+        seen.add(cond.get("lastTransitionTime") or f"#{len(seen)}")
+        if limit is not None and len(seen) > int(limit):
+            self._note(f"pytorchjob {name} restarted {len(seen)} time(s), more than train.restarts={limit}: deleting it")
+            self.delete(name)
+            raise TrainingJobFailed(f"pytorchjob {self.namespace}/{name} failed: it restarted {len(seen)} time(s), "
+                                    f"more than train.restarts={limit} allows ({cond.get('message', 'Restarting')}); "
+                                    "it was deleted")
 
     def _slice(self, deadline: float | None) -> float:
         if deadline is None:

@@ -13,13 +13,18 @@ or ``--dry-run``:
   fallbacks for older operators) into ``cai train <stage> --launcher local``
   with the data, model and output URIs; the stage's config travels in the env
   variable CAI_TRAIN_CONFIG (JSON), a custom DeepSpeed file inlined;
+* ``train.extra_resources`` (RDMA / EFA NICs) requested and limited on every pod;
 * node selector, tolerations, a memory-backed /dev/shm (emptyDir, medium
   Memory), a /scratch emptyDir for the model, data and checkpoints before they
   go to S3, Secrets as env (S3 keys and HF token: ``secretKeyRef``), plain env;
-* ``restartPolicy: OnFailure`` with ``runPolicy.backoffLimit`` (a restarted
-  pod resumes from the last checkpoint on S3), ``cleanPodPolicy: Running``
+* ``restartPolicy: OnFailure`` with ``runPolicy.backoffLimit`` on one node; on
+  several ``ExitCode`` (128+ restarts, 1-127 fails), which ignores backoffLimit,
+  so the launcher bounds it by the annotation ``cai/max-restarts`` (a restarted
+  pod resumes from the last checkpoint on S3); ``cleanPodPolicy: Running``
   (finished pods stay for their logs until ``ttlSecondsAfterFinished``);
-* labels ``app=cai``, ``cai/run-id``, ``cai/stage`` on the job and its pods,
+* labels ``app=cai``, ``cai/run-id``, ``cai/stage`` on the job and its pods (plus ``train.pod_labels``
+  and ``train.pod_annotations`` on the pods: by default ``sidecar.istio.io/inject: "false"``; the
+  ``train.priority_class``; Kueue's ``kueue.x-k8s.io/queue-name`` on the job for ``train.kueue_queue``),
   the annotation ``cai/spec-hash`` (what the launcher compares before it
   re-attaches to an existing job), and an ownerReference to the launcher pod or
   the workflow when known, so deleting a run deletes its jobs.
@@ -45,7 +50,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CONTAINER = "pytorch"  # the container name the training operator expects
 PORT_NAME, PORT = "pytorchjob-port", 23456
 LABEL_APP, LABEL_RUN, LABEL_STAGE = "app", "cai/run-id", "cai/stage"
+#: The label Kueue reads on a job to queue it in a LocalQueue (train.kueue_queue).
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 ANNOTATION_SPEC = "cai/spec-hash"
+#: The restarts the launcher allows a multi-node job (ExitCode ignores backoffLimit; see LauncherConfig.restarts).
+ANNOTATION_MAX_RESTARTS = "cai/max-restarts"
 CONFIG_ENV = "CAI_TRAIN_CONFIG"
 MAX_NAME = 52  # + "-worker-NNN" stays within 63 (a DNS-1035 label: the operator's service names)
 SCRATCH = "/scratch"
@@ -83,6 +92,16 @@ class JobSpec:
     restarts: int = 2
     ttl_after_finished_s: int = 86400
     owner: dict[str, str] | None = None  # {"apiVersion", "kind", "name", "uid"}
+    pod_annotations: dict[str, str] = field(default_factory=dict)
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    priority_class: str = ""
+    kueue_queue: str = ""
+    extra_resources: dict[str, str] = field(default_factory=dict)
+
+
+def restart_policy(nodes: int) -> str:
+    """OnFailure for one node (bounded by backoffLimit); ExitCode for several (see LauncherConfig.restarts)."""
+    return "OnFailure" if nodes == 1 else "ExitCode"
 
 
 def slug(text: str) -> str:
@@ -97,6 +116,11 @@ def job_name(run_id: str, stage: str) -> str:
     room = MAX_NAME - len(head) - len(digest) - 2
     run = slug(run_id)[:room].strip("-")
     return f"{head}-{run}-{digest}" if run else f"{head}-{digest}"
+
+
+def job_labels(spec: JobSpec) -> dict[str, str]:
+    """The PyTorchJob's own labels: cai's, and Kueue's queue name when train.kueue_queue is set."""
+    return {**labels(spec), **({LABEL_QUEUE: spec.kueue_queue} if spec.kueue_queue else {})}
 
 
 def labels(spec: JobSpec) -> dict[str, str]:
@@ -145,8 +169,8 @@ def _pod_template(spec: JobSpec):
         env=env,
         ports=[k.V1ContainerPort(name=PORT_NAME, container_port=PORT)],
         resources=k.V1ResourceRequirements(
-            requests={"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus},
-            limits={"memory": spec.memory, spec.gpu_resource: gpus}),
+            requests={"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources},
+            limits={"memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources}),
         volume_mounts=[k.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
                        k.V1VolumeMount(name="scratch", mount_path=SCRATCH)],
     )
@@ -164,8 +188,10 @@ def _pod_template(spec: JobSpec):
         tolerations=tolerations or None,
         service_account_name=spec.service_account or None,
         image_pull_secrets=[k.V1LocalObjectReference(name=n) for n in spec.image_pull_secrets] or None,
+        priority_class_name=spec.priority_class or None,
     )
-    return k.V1PodTemplateSpec(metadata=k.V1ObjectMeta(labels=labels(spec)), spec=pod)
+    meta = k.V1ObjectMeta(labels={**spec.pod_labels, **labels(spec)}, annotations=dict(spec.pod_annotations) or None)
+    return k.V1PodTemplateSpec(metadata=meta, spec=pod)
 
 
 def spec_hash(manifest: dict[str, Any]) -> str:
@@ -182,9 +208,10 @@ def build_job(spec: JobSpec) -> dict[str, Any]:
     if spec.nodes < 1 or spec.gpus_per_node < 1:
         raise ConfigError(f"train: nodes and gpus_per_node must be at least 1, got {spec.nodes} x {spec.gpus_per_node}")
     template = _pod_template(spec)
-    replicas = {"Master": KubeflowOrgV1ReplicaSpec(replicas=1, restart_policy="OnFailure", template=template)}
+    policy = restart_policy(spec.nodes)
+    replicas = {"Master": KubeflowOrgV1ReplicaSpec(replicas=1, restart_policy=policy, template=template)}
     if spec.nodes > 1:
-        replicas["Worker"] = KubeflowOrgV1ReplicaSpec(replicas=spec.nodes - 1, restart_policy="OnFailure",
+        replicas["Worker"] = KubeflowOrgV1ReplicaSpec(replicas=spec.nodes - 1, restart_policy=policy,
                                                       template=template)
     owner = None
     if spec.owner:
@@ -195,9 +222,9 @@ def build_job(spec: JobSpec) -> dict[str, Any]:
         api_version=API_VERSION,
         kind=KIND,
         metadata=k.V1ObjectMeta(name=job_name(spec.run_id, spec.stage), namespace=spec.namespace,
-                                labels=labels(spec), owner_references=owner,
+                                labels=job_labels(spec), owner_references=owner,
                                 annotations={"cai/data": spec.data_uri, "cai/model": spec.model_uri,
-                                             "cai/out": spec.out_uri}),
+                                             "cai/out": spec.out_uri, ANNOTATION_MAX_RESTARTS: str(spec.restarts)}),
         spec=KubeflowOrgV1PyTorchJobSpec(
             nproc_per_node=str(spec.gpus_per_node),
             pytorch_replica_specs=replicas,

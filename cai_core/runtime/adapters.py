@@ -36,7 +36,7 @@ class StepContext:
     run_root: str
     #: Storage prefix of the step's teacher request journal (`<run_root>/journal/<step>`).
     journal: str
-    #: The component's extra parameters (base_model, models, roster, ...).
+    #: The component's extra parameters (models, roster, ...).
     params: Mapping[str, Any]
 
     @property
@@ -62,13 +62,15 @@ def _teacher(ctx: StepContext):
 
 def _models_under_test(ctx: StepContext) -> dict[str, str]:
     """base (the configured model), sft and dpo (the trained models of those steps): name -> path."""
-    return {"base": ctx.params["base_model"], "sft": str(ctx.inputs["sft"] / artifacts.MODEL_DIR),
+    return {"base": ctx.sections["model"].name_or_path, "sft": str(ctx.inputs["sft"] / artifacts.MODEL_DIR),
             "dpo": str(ctx.inputs["dpo"] / artifacts.MODEL_DIR)}
 
 
 def _prepare(ctx: StepContext) -> StageResult:
+    """prepare_eval also reads the training prompts' section, for the train/eval overlap check."""
     from cai_core.stages import prepare
-    return prepare.run(ctx.section, ctx.out_dir)
+    checks = getattr(ctx.section, "checks_overlap", False)
+    return prepare.run(ctx.section, ctx.out_dir, train=ctx.sections["prompts"] if checks else None)
 
 
 def _revise(ctx: StepContext) -> StageResult:
@@ -103,9 +105,22 @@ def _main_file(artifact: Path) -> str:
 
 
 def _sft(ctx: StepContext) -> StageResult:
+    """sft.helpful_data: helpful rows are mixed into the cleaned CAI rows first (counts in the metrics)."""
+    import tempfile
+
     from cai_core.training.launch import run_training_step
-    return run_training_step("sft", dict(ctx.sections), ctx.inputs["data"] / artifacts.SFT_ROWS,
-                             ctx.sections["model"].name_or_path, ctx.out_dir, ctx.run_root)
+    data, cfg = ctx.inputs["data"] / artifacts.SFT_ROWS, ctx.sections["sft"]
+    if not cfg.helpful_data:
+        return run_training_step("sft", dict(ctx.sections), data, ctx.sections["model"].name_or_path, ctx.out_dir,
+                                 ctx.run_root)
+    from cai_core.data.helpful import mix_into
+    with tempfile.TemporaryDirectory(prefix="cai-sft-mix-") as tmp:
+        mixed = Path(tmp) / artifacts.SFT_ROWS
+        counts = mix_into(data, cfg.helpful_data, cfg.helpful_ratio, mixed)
+        result = run_training_step("sft", dict(ctx.sections), mixed, ctx.sections["model"].name_or_path,
+                                   ctx.out_dir, ctx.run_root)
+    result.metrics.update(counts)
+    return result
 
 
 def _pairs(ctx: StepContext) -> StageResult:
@@ -140,7 +155,7 @@ def _dpo(ctx: StepContext) -> StageResult:
 
 
 def _gate(ctx: StepContext) -> StageResult:
-    """The models of gate.models answer the probes; param base_model."""
+    """The models of gate.models answer the probes (base: model.name_or_path)."""
     from cai_core.eval.answers import policy_loader
     from cai_core.stages import gate
     cfg = ctx.section
@@ -150,7 +165,7 @@ def _gate(ctx: StepContext) -> StageResult:
 
 
 def _evaluate(ctx: StepContext) -> StageResult:
-    """Params base_model and models (comma-separated names, default base,sft,dpo).
+    """Param models (comma-separated names, default base,sft,dpo; base: model.name_or_path).
 
     The judge is the run's teacher (load_teacher: an endpoint, else the base model in process).
     """

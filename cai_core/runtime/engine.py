@@ -14,7 +14,10 @@ A step (`steps.STEPS`) is a stage applied at one point of the DAG
    (complete only once its manifest is written, see `storage.copy_dir`);
 5. logs the metrics to the KFP Metrics artifact when one is given.
 
-The run root is a local directory or an s3:// prefix.
+The run root is a local directory or an s3:// prefix. On a cluster it is a pipeline parameter whose
+default, `<output_dir>/{run_id}`, names the run only at run time: each component also receives KFP's
+run id (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), and `resolve_run_root` puts it in place of `{run_id}`, so
+one compiled package run twice (UI, `kfp run create`, a recurring run) makes two runs.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from cai_core.errors import CaiError, StageError
 from cai_core.progress import log
 from cai_core.runtime.adapters import ADAPTERS, StepContext
 from cai_core.runtime.artifacts import MANIFEST_NAME, STAGE_FILE
+from cai_core.runtime.run_root import resolve_run_root
 from cai_core.runtime.steps import STEPS
 from cai_core.stages.base import StageResult
 
@@ -69,17 +73,19 @@ def input_fingerprint(path: Path) -> str:
 
 
 def _source_fingerprint(step: str, sections: dict) -> str:
-    """Content of a prepare/discover step's local source file, so an edited input file is not reused."""
-    if STEPS[step].stage not in ("prepare", "discover"):
+    """What a prepare/discover step's sources hold now (file content, a saved dataset's fingerprints, the Hub
+    revision's commit), so an edited input is not reused; prepare_eval's overlap check adds the training prompts'."""
+    stage, own = STEPS[step].stage, sections[STEPS[step].section]
+    if stage in ("discover", "sft"):
+        from cai_core.data.inputs import fingerprint as data_fingerprint
+        return data_fingerprint(own.source if stage == "discover" else own.helpful_data)
+    if stage != "prepare":
         return ""
-    from cai_core.stages.prepare import resolve_source
-    source = sections[STEPS[step].section].source
-    if not source:
-        return ""
-    if storage.is_remote(source):
-        return source
-    path = resolve_source(source, Path("."))
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else ""
+    from cai_core.stages.prepare import source_fingerprints
+    parts = source_fingerprints(own)
+    if getattr(own, "checks_overlap", False) and "prompts" in sections:
+        parts += source_fingerprints(sections["prompts"])
+    return "|".join(parts)
 
 
 def fingerprint(step: str, config_text: str, inputs: dict[str, Path], params: dict, sections: dict) -> str:
@@ -109,9 +115,10 @@ def _log_kfp(kfp_metrics, metrics: dict) -> None:
 
 
 def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_root: str,
-            kfp_metrics=None, params: dict | None = None) -> dict:
-    """Run (or reuse) one step; return its `_stage.json` content."""
+            kfp_metrics=None, params: dict | None = None, kfp_run_id: str = "") -> dict:
+    """Run (or reuse) one step; return its `_stage.json` content. `kfp_run_id` fills `{run_id}` in run_root."""
     params = params or {}
+    run_root = resolve_run_root(run_root, kfp_run_id)
     out = Path(out_dir)
     in_paths = {k: Path(v) for k, v in inputs.items()}
     try:

@@ -61,6 +61,11 @@ class Step:
         return "teacher" in self.sections
 
     @property
+    def reads_datasets(self) -> bool:
+        """The step reads the user's data sets (prepare, discover), which may be hf: sources (HF_TOKEN)."""
+        return self.stage in ("prepare", "discover")
+
+    @property
     def loads_model(self) -> bool:
         """The step's pod loads model weights (the policy, or a model trained from it)."""
         return self.kind != "cpu"
@@ -79,7 +84,9 @@ _CLEAN = dict(stage="clean", sections=("clean", "teacher", "model"), inputs=("ro
 #: Every step of the DAG, in order.
 STEPS: Mapping[str, Step] = MappingProxyType({step.name: step for step in (
     Step("prepare_prompts", "prepare", ("prompts",)),
-    Step("prepare_eval", "prepare", ("eval_prompts",)),
+    # the overlap check reads the training prompts' section (eval_prompts.overlap: off leaves it out)
+    Step("prepare_eval", "prepare", ("eval_prompts", "prompts"),
+         narrowing=Narrowing(flag="checks_overlap", sections=("prompts",))),
     Step("revise", "revise", ("revise", "model"), inputs=("prompts",), kind="generation"),
     Step("clean_revisions", **_CLEAN),
     Step("sft", "sft", ("sft", "model", "train"), inputs=("data",), kind="training"),

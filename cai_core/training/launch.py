@@ -184,6 +184,8 @@ def job_spec(stage: str, section: Any, lc: Any, cluster: Any, *, run_id: str, da
         service_account=lc.service_account or cluster.service_account,
         image_pull_policy=cluster.image_pull_policy, image_pull_secrets=tuple(cluster.image_pull_secrets),
         restarts=lc.restarts, ttl_after_finished_s=lc.ttl_after_finished_s, owner=owner,
+        pod_annotations=dict(lc.pod_annotations), pod_labels=dict(lc.pod_labels), priority_class=lc.priority_class,
+        kueue_queue=lc.kueue_queue, extra_resources={k: str(v) for k, v in lc.extra_resources.items()},
     )
 
 
@@ -252,7 +254,9 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
         model_uri = _published_model(run_root, Path(model)) or storage.join(work, "input", "model")
         if model_uri == storage.join(work, "input", "model"):
             storage.upload_dir(model, model_uri)
-    run_id = os.environ.get("CAI_RUN_ID") or run_root.rstrip("/").rsplit("/", 1)[-1]
+    from cai_core.runtime.run_root import run_id_of
+
+    run_id = os.environ.get("CAI_RUN_ID") or run_id_of(run_root)  # run_root is resolved (engine.resolve_run_root)
     spec = job_spec(stage, section, lc, cluster_config(cfgs), run_id=run_id, data_uri=data_uri,
                     model_uri=model_uri, out_uri=work)
     launcher, manifest = launch(spec, lc, api_client=api_client, emit=emit)

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from cai_core.cli.commands.train import train_cmd
 from cai_core.config.cluster import ClusterConfig, SecretRef, SecretsConfig, Toleration
+from cai_core.config.run import RunConfig
 from cai_core.errors import CaiError, ConfigError
 from cai_core.k8s.config import LauncherConfig
 from cai_core.k8s.pytorchjob import MAX_NAME, JobSpec, build_job, job_name, spec_hash
@@ -99,7 +100,34 @@ def test_pods_get_gpus_placement_shm_and_secrets(monkeypatch):
             "--model meta-llama/Meta-Llama-3-8B-Instruct --out s3://b/run/_train/sft") in script
     policy = manifest["spec"]["runPolicy"]
     assert policy["backoffLimit"] == 2 and policy["cleanPodPolicy"] == "Running"
-    assert manifest["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "OnFailure"
+    # several nodes: ExitCode (128+ restarts, 1-127 fails at once); it ignores backoffLimit, so the launcher
+    # bounds the restarts by this annotation
+    assert {r["restartPolicy"] for r in manifest["spec"]["pytorchReplicaSpecs"].values()} == {"ExitCode"}
+    assert manifest["metadata"]["annotations"]["cai/max-restarts"] == "2"
+    single = build_job(_spec(nodes=1))
+    assert single["spec"]["pytorchReplicaSpecs"]["Master"]["restartPolicy"] == "OnFailure"
+
+
+def test_two_nodes_with_efa_validate_against_the_crd(schema, monkeypatch):
+    monkeypatch.delenv("CAI_TRAINER_IMAGE", raising=False)
+    manifest = build_job(_spec(nodes=2, extra_resources={"vpc.amazonaws.com/efa": "32"}, restarts=3,
+                               env={"NCCL_DEBUG": "INFO"}))
+    jsonschema.validate(manifest, schema)
+    for replica in ("Master", "Worker"):
+        res = _container(manifest, replica)["resources"]
+        assert res["requests"]["vpc.amazonaws.com/efa"] == "32" and res["limits"]["vpc.amazonaws.com/efa"] == "32"
+    assert manifest["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 1
+    assert manifest["metadata"]["annotations"]["cai/max-restarts"] == "3"
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"efa": "4"}, "not an extended resource name"),
+    ({"vpc.amazonaws.com/efa": "many"}, "not a whole number"),
+    ({"rdma/ib": "0"}, "not a whole number above 0"),
+])
+def test_extra_resources_are_validated(resources, message):
+    with pytest.raises(ConfigError, match=rf"train.extra_resources: .*{message}"):
+        RunConfig.from_dict({"train": {"extra_resources": resources}})
 
 
 def test_labels_name_and_owner(monkeypatch):
@@ -245,3 +273,48 @@ def _has_train_section() -> bool:
     from cai_core.config.run import RunConfig
 
     return "train" in RunConfig.field_types()
+
+
+def _templates(manifest: dict) -> list[dict]:
+    return [r["template"] for r in manifest["spec"]["pytorchReplicaSpecs"].values()]
+
+
+def test_pods_keep_istio_out_by_default(schema, monkeypatch):
+    # Istio's sidecar keeps the master pod Running after training in a profile namespace (kubeflow/trainer#1637).
+    monkeypatch.delenv("CAI_TRAINER_IMAGE", raising=False)
+    manifest = build_job(_spec(nodes=2))
+    jsonschema.validate(manifest, schema)
+    for template in _templates(manifest):
+        assert template["metadata"]["annotations"] == LauncherConfig().pod_annotations
+        assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+        assert "priorityClassName" not in template["spec"]
+    assert "kueue.x-k8s.io/queue-name" not in manifest["metadata"]["labels"]
+
+
+def test_pod_labels_annotations_priority_and_kueue_queue(schema, monkeypatch):
+    monkeypatch.delenv("CAI_TRAINER_IMAGE", raising=False)
+    manifest = build_job(_spec(nodes=2, pod_labels={"team": "ml", "cost-center": "42"},
+                               pod_annotations={"example.com/owner": "ml-platform"},
+                               priority_class="gpu-high", kueue_queue="h100-queue"))
+    jsonschema.validate(manifest, schema)
+    assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "h100-queue"  # Kueue reads the job's label
+    for template in _templates(manifest):
+        labels = template["metadata"]["labels"]
+        assert labels["team"] == "ml" and labels["cost-center"] == "42"
+        assert labels["cai/run-id"] == manifest["metadata"]["labels"]["cai/run-id"] and labels["cai/stage"] == "sft"
+        assert "kueue.x-k8s.io/queue-name" not in labels  # the job is queued, not each pod
+        assert template["metadata"]["annotations"] == {"example.com/owner": "ml-platform"}
+        assert template["spec"]["priorityClassName"] == "gpu-high"
+    # a new queue or priority is a different job spec (the launcher does not re-attach to the old job)
+    assert spec_hash(manifest) != spec_hash(build_job(_spec(nodes=2, priority_class="gpu-low")))
+
+
+def test_pod_metadata_options_are_validated():
+    for bad, needle in (({"pod_labels": {"app": "x"}}, "set by cai itself"),
+                        ({"pod_labels": {"kueue.x-k8s.io/queue-name": "q"}}, "train.kueue_queue"),
+                        ({"pod_labels": {"team": "not a value"}}, "label value"),
+                        ({"pod_annotations": {"bad key!": "x"}}, "annotation key"),
+                        ({"priority_class": "High_Priority"}, "PriorityClass"),
+                        ({"kueue_queue": "Queue One"}, "LocalQueue")):
+        with pytest.raises(ConfigError, match=needle):
+            LauncherConfig.from_dict(bad)

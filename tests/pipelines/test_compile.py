@@ -30,7 +30,7 @@ from cai_core.config.loading import load_cluster_run_config
 from cai_core.errors import CaiError, ConfigError
 from cai_core.runtime.engine import payload
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, STEPS, TRAINING_STEPS
-from cai_pipelines.cluster import compile_pipeline, compile_run_id
+from cai_pipelines.cluster import compile_pipeline
 
 GOLDEN = Path(__file__).parents[1] / "golden" / "pipeline.yaml"
 PARAM_OF_STEP = {"prepare_prompts": "prompts_config", "prepare_eval": "eval_prompts_config",
@@ -159,7 +159,9 @@ def test_secrets_reach_only_the_pods_that_read_them(by_step):
         assert env["AWS_ACCESS_KEY_ID"] == ("cai-s3", "access-key-id"), step
         assert env["AWS_SECRET_ACCESS_KEY"] == ("cai-s3", "secret-access-key"), step
         assert ("OPENAI_API_KEY" in env) == (step in ("clean_revisions", "clean_pairs", "judge", "evaluate")), step
-        assert ("HF_TOKEN" in env) == (step in ("revise", "sft", "pairs", "dpo", "gate", "evaluate")), step
+        # the model loaders, and the prepare steps (an hf: prompts source may be gated)
+        assert ("HF_TOKEN" in env) == (step in ("prepare_prompts", "prepare_eval", "revise", "sft", "pairs", "dpo",
+                                                "gate", "evaluate")), step
         assert all(not s["optional"] for s in k8s["secretAsEnv"])
 
 
@@ -169,9 +171,10 @@ def test_no_secret_value_is_in_the_yaml(compiled):
 
 
 def test_labels_for_kubectl(compiled, by_step):
-    run_id = compiled[1].run_id
+    # No cai/run-id: a label cannot take a run-time value, and the package names no run (the PyTorchJobs,
+    # created at run time, carry it).
     for step, _, _, k8s in each(by_step):
-        assert k8s["podMetadata"]["labels"] == {"app": "cai", "cai/run-id": run_id, "cai/stage": step}
+        assert k8s["podMetadata"]["labels"] == {"app": "cai", "cai/stage": step}
 
 
 def test_retries_timeouts_and_caching(compiled, by_step):
@@ -215,17 +218,38 @@ def test_each_step_receives_only_its_own_config(compiled, by_step):
 
 def test_changing_one_stage_changes_only_its_own_inputs(tmp_path, compiled):
     before = compiled[3][0]["root"]["inputDefinitions"]["parameters"]
-    after = _compile(tmp_path, ["sft.learning_rate=1.0e-5", "cluster.tolerations=[]", f"run_id={compiled[1].run_id}"]
+    after = _compile(tmp_path, ["sft.learning_rate=1.0e-5", "cluster.tolerations=[]"]
                      )[3][0]["root"]["inputDefinitions"]["parameters"]
     changed = {k for k in before if before[k].get("defaultValue") != after[k].get("defaultValue")}
     assert changed == {"sft_config"}
 
 
-def test_run_id_and_output_prefix(compiled):
-    cfg, result, _, (spec, _) = compiled
-    assert result.run_id == compile_run_id(cfg) and re.fullmatch(r"cai-[0-9a-f]{10}", result.run_id)
-    assert spec["root"]["inputDefinitions"]["parameters"]["run_root"]["defaultValue"] == \
-        f"s3://cai-runs/runs/{result.run_id}"
+def test_the_package_names_no_run(compiled, by_step, tmp_path):
+    from kfp import dsl
+
+    from cai_core.runtime.run_root import resolve_run_root, run_id_of
+
+    cfg, result, out, (spec, _) = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert result.run_id == "" and params["run_root"]["defaultValue"] == f"{cfg.output_dir}/{{run_id}}"
+    assert "base_model" not in params  # the model comes from each step's config payload (its model section)
+    for step, task, container, _ in each(by_step):
+        inputs = task["inputs"]["parameters"]
+        assert inputs["kfp_run_id"]["runtimeValue"]["constant"] == dsl.PIPELINE_JOB_ID_PLACEHOLDER, step
+        assert inputs["run_root"]["componentInputParameter"].removeprefix("pipelinechannel--") == "run_root", step
+        assert "CAI_RUN_ID" not in {e["name"] for e in container.get("env", [])}, step
+    # the same config compiles to the same bytes: nothing of a run is in them
+    assert _compile(tmp_path, name="again.yaml")[2].read_text() == out.read_text()
+    # two runs of the one package are two runs
+    roots = {resolve_run_root(params["run_root"]["defaultValue"], kfp) for kfp in ("uuid-1", "uuid-2")}
+    assert roots == {f"{cfg.output_dir}/uuid-1", f"{cfg.output_dir}/uuid-2"}
+    assert run_id_of(f"{cfg.output_dir}/uuid-1") == "uuid-1"
+
+
+def test_a_fixed_run_id_is_the_run_root_default(tmp_path):
+    cfg, result, _, (spec, _) = _compile(tmp_path, ["run_id=resume-7"])
+    assert result.run_id == "resume-7"
+    assert spec["root"]["inputDefinitions"]["parameters"]["run_root"]["defaultValue"] == f"{cfg.output_dir}/resume-7"
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -254,7 +278,7 @@ def test_cli_compile_default_and_overrides(tmp_path):
                                          "-o", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "reg.example.com/team/cai-core:t1" in text and "cai/run-id: r1" in text
+    assert "reg.example.com/team/cai-core:t1" in text and "defaultValue: s3://cai-runs/runs/r1\n" in text
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -286,8 +310,7 @@ def normalise(text: str, run_id: str) -> str:
     """Replace what changes without a change to the pipeline: SDK version, cai version, derived run id."""
     text = re.sub(r"sdkVersion: kfp-[0-9A-Za-z.+-]+", "sdkVersion: kfp-<version>", text)
     text = text.replace(f":{cai_core.__version__.replace('+', '-')}\n", ":<cai-version>\n")
-    text = text.replace(run_id, "<run-id>")
-    return text
+    return text.replace(run_id, "<run-id>") if run_id else text
 
 
 def test_golden(compiled):
@@ -303,3 +326,14 @@ def test_golden(compiled):
         pytest.fail("the compiled pipeline differs from tests/golden/pipeline.yaml; if the change is intended, "
                     "regenerate it with\n    CAI_UPDATE_GOLDEN=1 python -m pytest tests/pipelines/test_compile.py -k golden\n"
                     + diff)
+
+
+def test_a_run_root_that_names_no_run_needs_the_kfp_run_id():
+    from cai_core.errors import StageError
+    from cai_core.runtime.run_root import resolve_run_root, run_id_of
+
+    assert resolve_run_root("s3://b/runs/r-1", "uuid-9") == "s3://b/runs/r-1"  # cai submit --run-id r-1
+    assert run_id_of("s3://b/runs/r-1/") == "r-1"
+    for missing in ("", "{{$.pipeline_job_uuid}}"):  # not given, or not resolved by the backend
+        with pytest.raises(StageError, match="got no KFP run id"):
+            resolve_run_root("s3://b/runs/{run_id}", missing)

@@ -403,10 +403,72 @@ def test_component_is_a_kfp_component():
     from cai_components.discover import discover as component
 
     spec = component.component_spec
-    assert set(spec.inputs) == {"config", "run_root"} and set(spec.outputs) == {"constitution", "metrics"}
+    assert set(spec.inputs) == {"config", "run_root", "kfp_run_id"} and set(spec.outputs) == {"constitution", "metrics"}
 
 
-def test_planted_benchmark_recovers_every_rule_with_the_standin(capsys):
+def test_planted_benchmark_plumbing_with_the_standin(capsys):
+    """A PLUMBING CHECK, not evidence that discovery works: the stand-in teacher's features are exactly the five
+    planted rules, so "5/5 recovered" holds by construction. It checks that the benchmark's dataset, the discover
+    stage, the recovery criterion and the headline line fit together. The negative control below is what shows
+    the criterion can say no."""
     assert PLANTED.main(["--standin"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == f"planted_rules_recovered: {len(PLANTED.RULES)}/{len(PLANTED.RULES)}"
+
+
+#: A rule the stand-in teacher cannot see: the chosen answer gives metric units, the other imperial ones. The two
+#: answers are equal on every stand-in feature (no emoji, same length, no list, no refusal, no shouting).
+INVISIBLE_KEYWORDS = ("metric", "kilomet", "unit", "imperial", "mile", "litre")
+_UNITS = [("5 kilometres", "3 miles"), ("2 litres", "4 pints"), ("20 degrees Celsius", "68 degrees Fahrenheit"),
+          ("a 10 kilogram pack", "a 22 pound pack"), ("30 centimetres of snow", "12 inches of snow"),
+          ("a 500 metre climb", "a 1600 foot climb")]
+
+
+def _invisible_pairs(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        prompt, intro, items = PLANTED.TOPICS[i % len(PLANTED.TOPICS)]
+        metric, imperial = _UNITS[i % len(_UNITS)]
+        text = f"{intro} {PLANTED._join(items[:3])}, and plan for {{}} on day {i + 1}."
+        rows.append({"id": f"units-{i}", "rule": "metric-units", "prompt": prompt, "chosen": text.format(metric),
+                     "rejected": text.format(imperial), "planted_good": text.format(metric), "flipped": False})
+    return rows
+
+
+def _recovers(cfg, principles, pairs, keywords, llm) -> list[str]:
+    """The benchmark's criterion: principles naming the rule that decide >= 50% of its pairs, >= 80% correctly."""
+    hits = []
+    for p in principles:
+        if any(k in p.principle.lower() for k in keywords):
+            m = discover.agreement(discover.judge_pairs(cfg, llm, [(p.principle, pair) for pair in pairs]))
+            if m["coverage"] >= 0.5 and m["accuracy"] >= 0.8:
+                hits.append(p.id)
+    return hits
+
+
+def test_negative_control_rules_the_standin_cannot_see_are_not_recovered(tmp_path):
+    invisible = _invisible_pairs(24)
+    assert PLANTED.check_dataset([{**r, "rule": "no-emoji"} for r in invisible]) == \
+        [f"{r['id']}: differs in []" for r in invisible]  # no stand-in feature tells the two answers apart
+    visible = [r for r in PLANTED.make_dataset(pairs_per_rule=24, noise=0.0, seed=1) if r["rule"] == "no-emoji"]
+    path = tmp_path / "mixed.jsonl"
+    records.write_jsonl(path, visible + invisible)
+    llm = StandInTeacher()
+    cfg = _cfg()
+    result = discover.run(cfg, path, tmp_path / "out", llm)
+    principles = load_constitution(str(result.outputs["constitution"])).judge
+    # the visible rule is found (the control works at all) ...
+    assert _recovers(cfg, principles, visible, ("emoji", "emoticon"), llm)
+    # ... the invisible one is not: no kept principle names it, and none behaves like it on its pairs
+    assert not [p.principle for p in principles if any(k in p.principle.lower() for k in INVISIBLE_KEYWORDS)]
+    assert _recovers(cfg, principles, invisible, INVISIBLE_KEYWORDS, llm) == []
+    for p in principles:
+        m = discover.agreement(discover.judge_pairs(cfg, llm, [(p.principle, pair) for pair in invisible]))
+        assert not (m["coverage"] >= 0.5 and m["accuracy"] >= 0.8), (p.principle, m)
+
+
+def test_negative_control_only_invisible_rules_give_no_constitution(tmp_path):
+    path = tmp_path / "invisible.jsonl"
+    records.write_jsonl(path, _invisible_pairs(60))
+    with pytest.raises(StageError):
+        discover.run(_cfg(), path, tmp_path / "out", StandInTeacher())

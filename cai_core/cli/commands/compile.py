@@ -18,8 +18,8 @@ CLUSTER_CONFIG_USES = "layered over the built-in cluster config (default: the bu
 @config_options(CLUSTER_CONFIG_USES, example="cluster.tag=0.1.0", cluster=True)
 @click.option("-o", "--output", "output", default="pipeline.yaml", show_default=True,
               type=click.Path(dir_okay=False), help="Where to write the pipeline YAML.")
-@click.option("--run-id", help="Run id baked into the pipeline (pod labels, S3 prefix); default: run_id from the "
-              "config, else one derived from the config.")
+@click.option("--run-id", help="Make run_root default to <output_dir>/RUN_ID (each run of the package resumes that "
+              "run); default: run_id from the config, else none: each run takes its KFP run id.")
 def compile_cmd(config, overrides, output, run_id):
     """Compile the pipeline for a Kubeflow Pipelines cluster (for `kfp run create` or the UI).
 
@@ -35,7 +35,8 @@ def compile_cmd(config, overrides, output, run_id):
     if run_id:
         cfg = cfg.replace(run_id=run_id)
     result = compile_pipeline(cfg, output)
-    click.echo(f"wrote {result.path} (run id {result.run_id}, output {result.run_root})")
+    run = f"run id {result.run_id}" if result.run_id else "run id: each run's KFP run id"
+    click.echo(f"wrote {result.path} ({run}, output {result.run_root})")
     for kind in sorted(set(result.images.values())):
         steps = ", ".join(s for s, i in result.images.items() if i == kind)
         click.echo(f"  {kind}: {steps}")

@@ -79,7 +79,9 @@ def submit_cmd(config, overrides, host, namespace, experiment, run_name, run_id,
     click.echo(f"submitted run {result.run_name} (cai run id {result.run_id}, kfp run {result.kfp_run_id})")
     click.echo(f"  ui:      {result.url}")
     click.echo(f"  output:  {result.run_root}")
-    click.echo(f"  pods:    kubectl get pods -n {namespace or cfg.cluster.namespace} -l cai/run-id={result.run_id}")
+    ns = namespace or cfg.cluster.namespace
+    click.echo(f"  steps:   kubectl get pods -n {ns} -l app=cai -L cai/stage   (the run's pods: its workflow in the UI)")
+    click.echo(f"  jobs:    kubectl get pytorchjobs -n {ns} -l cai/run-id={result.run_id}")
     if wait:
         click.echo(f"  state:   {result.state}")
         if (result.state or "").upper() != "SUCCEEDED":

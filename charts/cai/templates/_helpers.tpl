@@ -75,6 +75,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- $root := .root -}}
 serviceAccountName: {{ include "cai.serviceAccountName" $root }}
 restartPolicy: Never
+{{- with $root.Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with $root.Values.imagePullSecrets }}
 imagePullSecrets:
 {{- range . }}

@@ -1,0 +1,99 @@
+"""`cai compile` with every non-default cluster option: each reaches the compiled YAML, on the pods it is for.
+
+The golden file (tests/golden/pipeline.yaml) covers the default config only; here the ConfigMap mount, the CPU
+pods' placement, the pull policy, the GPU resource name and the generation image are set away from their
+defaults and looked up in the YAML the backend would parse.
+"""
+from __future__ import annotations
+
+import pytest
+
+from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES
+from tests.pipelines.test_compile import _compile
+
+OPTIONS = ["cluster.config_map=cai-settings", "cluster.config_map_mount=/etc/cai-settings",
+           "cluster.cpu_tolerations=[{key: dedicated, operator: Equal, value: cpu-pool, effect: NoSchedule}]",
+           "cluster.cpu_node_selector={pool: cpu-nodes}", "cluster.image_pull_policy=Always",
+           "cluster.gpu_resource=amd.com/gpu", "cluster.generation_image=trainer"]
+
+
+def _by_step(docs):
+    """step -> [(container spec, kubernetes executor config)] for every task of every DAG."""
+    spec, platform = docs
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    containers = spec["deploymentSpec"]["executors"]
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    out: dict[str, list] = {}
+    for dag in dags:
+        for task in dag["tasks"].values():
+            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if executor is not None:
+                step = k8s[executor]["podMetadata"]["labels"]["cai/stage"]
+                out.setdefault(step, []).append((containers[executor]["container"], k8s[executor]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def options(tmp_path_factory):
+    cfg, _, out, docs = _compile(tmp_path_factory.mktemp("options"), OPTIONS)
+    return cfg, out.read_text(), _by_step(docs)
+
+
+@pytest.fixture(scope="module")
+def defaults(tmp_path_factory):
+    cfg, _, out, docs = _compile(tmp_path_factory.mktemp("defaults"))
+    return cfg, out.read_text(), _by_step(docs)
+
+
+def _each(by_step, steps):
+    return [(s, c, k) for s, entries in by_step.items() if s in steps for c, k in entries]
+
+
+def test_every_step_is_compiled(options):
+    assert set(GENERATION_STEPS) | {"prepare_prompts", "clean_revisions", "sft", "dpo", "judge", "report"} <= \
+        set(options[2])
+
+
+def test_the_config_map_is_mounted_into_every_pod(options, defaults):
+    for step, _, k8s in _each(options[2], STEP_NAMES):
+        mounts = k8s.get("configMapAsVolume", [])
+        assert [(m["configMapName"], m["mountPath"], m.get("optional", False)) for m in mounts] == \
+            [("cai-settings", "/etc/cai-settings", False)], step
+    assert all("configMapAsVolume" not in k for _, _, k in _each(defaults[2], STEP_NAMES))
+
+
+def test_cpu_pods_get_their_own_tolerations_and_node_selector(options):
+    cpu_steps = set(STEP_NAMES) - set(GENERATION_STEPS)
+    assert _each(options[2], cpu_steps)
+    for step, _, k8s in _each(options[2], cpu_steps):
+        assert k8s["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "cpu-pool",
+                                       "effect": "NoSchedule"}], step
+        assert k8s["nodeSelector"]["labels"] == {"pool": "cpu-nodes"}, step
+    for step, _, k8s in _each(options[2], GENERATION_STEPS):  # the GPU pods keep the GPU placement
+        assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}], step
+        assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}, step
+
+
+def test_the_image_pull_policy_reaches_every_pod(options, defaults):
+    for step, _, k8s in _each(options[2], STEP_NAMES):
+        assert k8s.get("imagePullPolicy") == "Always", step
+    assert all(k.get("imagePullPolicy") in (None, "IfNotPresent") for _, _, k in _each(defaults[2], STEP_NAMES))
+
+
+def test_the_gpu_resource_name_is_the_configured_one(options):
+    assert _each(options[2], GENERATION_STEPS)
+    for step, container, _ in _each(options[2], GENERATION_STEPS):
+        accel = container["resources"]["accelerator"]
+        assert accel["resourceType"] == "amd.com/gpu" and accel["resourceCount"] == "8", step
+    assert "resourceType: nvidia.com/gpu" not in options[1]
+
+
+def test_generation_steps_use_the_chosen_image(options, defaults):
+    cfg = options[0]
+    trainer = cfg.cluster.image("trainer")
+    for step, container, _ in _each(options[2], GENERATION_STEPS):
+        assert container["image"] == trainer, step
+    for step, container, _ in _each(options[2], set(STEP_NAMES) - set(GENERATION_STEPS)):
+        assert container["image"] == cfg.cluster.step_image(step) and "cai-vllm" not in container["image"], step
+    assert "cai-vllm" not in options[1]
+    assert {c["image"] for _, c, _ in _each(defaults[2], GENERATION_STEPS)} == {defaults[0].cluster.image("vllm")}
