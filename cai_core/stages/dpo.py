@@ -55,6 +55,7 @@ from cai_core.runtime.artifacts import TRAIN_LOG
 from cai_core.stages.base import StageResult
 from cai_core.stages.sft import (
     Prepared,
+    cuda_available,
     check_liger,
     checkpoint_step,
     clamp_max_length,
@@ -68,6 +69,7 @@ from cai_core.stages.sft import (
     trainer_args,
 )
 from cai_core.stages.training_config import LongRows, TrainingConfig
+from cai_core.training import lora
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +188,7 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
     model_path = resolve_model(model)  # a missing local model fails here, before anything is loaded or written
     ds_config = deepspeed_configs.load(cfg.deepspeed)  # missing or unparsable: file, line and column
     check_liger(cfg.use_liger_kernel, "dpo")
+    quantization = lora.quantization_config(cfg, "dpo", cuda_available())
     tokenizer, model_config = load_tokenizer_and_config(model_path, model)
     max_length = clamp_max_length(cfg.max_length, model_config)
 
@@ -218,15 +221,18 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
         **trainer_args(cfg, ds_config, rows=len(examples)),
     )
     half = cfg.bf16 and ds_config is not None
-    policy = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation)
+    policy = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation,
+                        quantization=quantization)
     ref_model = None
-    if not precompute or ds_config is not None:
+    if not lora.enabled(cfg) and (not precompute or ds_config is not None):
         # A frozen copy of the starting point: the online reference, or under DeepSpeed the model TRL precomputes
         # the reference log-probs with (never the policy itself: see the module doc).
         ref_model = load_model(model_path, model, half=half, attn_implementation=cfg.attn_implementation)
         ref_model.eval()
         ref_model.requires_grad_(False)
-    reference = ("precomputed from the policy before step 1" if precompute and ref_model is None else
+    reference = (("precomputed" if precompute else "online") + " from the adapter-disabled base (LoRA)"
+                 if lora.enabled(cfg) else
+                 "precomputed from the policy before step 1" if precompute and ref_model is None else
                  "precomputed from a frozen copy before step 1" if precompute else "online frozen copy")
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +241,8 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
     # With precompute and no ref_model, TRL takes the reference log-probs from the policy before its first step,
     # i.e. from the SFT model: exactly the frozen reference, without a second copy in memory.
     trainer = DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tokenizer, callbacks=[callback, *callbacks])
+                         processing_class=tokenizer, callbacks=[callback, *callbacks],
+                         peft_config=lora.peft_config(cfg))
     if precompute and ref_model is not None:
         trainer.ref_model = None  # the columns are computed; training never runs the copy again: free it
     pairs_dropped = len(examples) - len(trainer.train_dataset)  # the prompt alone fills max_length
@@ -243,7 +250,7 @@ def prepare(cfg: DPOStageConfig, data: Path, model: str, out_dir: Path, callback
         raise StageError(f"dpo: every pair's prompt fills max_length={max_length} tokens; nothing to train on")
     counts.update(pairs=len(examples), pairs_truncated=pairs_truncated, pairs_dropped_too_long=pairs_dropped,
                   max_length=max_length, world_size=args.world_size,
-                  zero_stage=deepspeed_configs.zero_stage(ds_config))
+                  zero_stage=deepspeed_configs.zero_stage(ds_config), **lora.parameter_counts(trainer.model))
     return Prepared(trainer, callback, resume_from, model_path, counts, details={"reference": reference},
                     cleanup=cleanup)
 

@@ -64,6 +64,7 @@ from cai_core.records import SFT_ROW, read_jsonl, write_json, write_jsonl
 from cai_core.runtime.artifacts import MODEL_DIR, TRAIN_LOG
 from cai_core.stages.base import StageResult
 from cai_core.stages.training_config import TrainingConfig
+from cai_core.training import lora
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +88,15 @@ class SFTStageConfig(TrainingConfig):
     packing_strategy: Literal["bfd", "bfd_split", "wrapped"] = "bfd"
     #: Flatten each batch into one sequence without padding (needs a FlashAttention attn_implementation; GPU only).
     padding_free: bool = False
+    #: Helpful (prompt, response) data mixed into the CAI rows (empty = none): a source as for prompts.source, with
+    #: prompt/response, messages, or chosen (HH transcript or chat list) per row (cai_core/data/helpful.py).
+    helpful_data: str = ""
+    #: Share of helpful rows in the mixed SFT data (e.g. 0.25: one helpful row per three CAI rows).
+    helpful_ratio: float = 0.25
 
     def validate(self) -> None:
         super().validate()
+        require(0 < self.helpful_ratio < 1, "helpful_ratio", "must be in (0, 1)")
         require(not (self.packing or self.padding_free) or _is_flash(self.attn_implementation), "attn_implementation",
                 f"packing and padding_free need a FlashAttention kernel (e.g. flash_attention_2, on GPUs), got "
                 f"{self.attn_implementation or 'the default'!r}")
@@ -169,6 +176,7 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
     model_path = resolve_model(model)  # a missing local model fails here, before anything is loaded or written
     ds_config = deepspeed_configs.load(cfg.deepspeed)  # missing or unparsable: file, line and column
     check_liger(cfg.use_liger_kernel, "sft")
+    quantization = lora.quantization_config(cfg, "sft", cuda_available())
     tokenizer, model_config = load_tokenizer_and_config(model_path, model)
     max_length = clamp_max_length(cfg.max_length, model_config)
     if cfg.assistant_only_loss and not has_generation_markers(tokenizer):
@@ -196,7 +204,7 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
         **trainer_args(cfg, ds_config, rows=len(rows)),
     )
     policy = load_model(model_path, model, half=cfg.bf16 and ds_config is not None,
-                        attn_implementation=cfg.attn_implementation)
+                        attn_implementation=cfg.attn_implementation, quantization=quantization)
     if cfg.assistant_only_loss:
         dataset = Dataset.from_list([{"messages": m} for m in conversations])
     else:
@@ -205,14 +213,15 @@ def prepare(cfg: SFTStageConfig, data: Path, model: str, out_dir: Path, callback
     out_dir.mkdir(parents=True, exist_ok=True)
     callback = train_log_callback(out_dir / TRAIN_LOG, resume_step=checkpoint_step(resume_from))
     trainer = SFTTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         callbacks=[callback, *callbacks])
+                         callbacks=[callback, *callbacks], peft_config=lora.peft_config(cfg))
     rows_dropped = 0 if cfg.packing else len(rows) - len(trainer.train_dataset)
     if not cfg.packing and len(trainer.train_dataset) == 0:
         raise StageError(f"sft: no trainable rows in {data}: every row lost its response to truncation "
                          f"(max_length={max_length})")
     counts = dict(rows=len(rows), rows_truncated=rows_truncated, rows_dropped=rows_dropped, max_length=max_length,
                   max_row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths),
-                  world_size=trainer.args.world_size, zero_stage=deepspeed_configs.zero_stage(ds_config))
+                  world_size=trainer.args.world_size, zero_stage=deepspeed_configs.zero_stage(ds_config),
+                  **lora.parameter_counts(trainer.model))
     return Prepared(trainer, callback, resume_from, model_path, counts)
 
 
@@ -230,7 +239,13 @@ def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: s
     trainer, callback = prepared.trainer, prepared.callback
     train_output = trainer.train(resume_from_checkpoint=prepared.resume_from)
     check_finite(callback, stage)
-    model_dir = save_final_model(trainer, out_dir / MODEL_DIR)
+    outputs: dict[str, Path] = {}
+    if lora.enabled(cfg):  # the adapter is kept beside the merged model the next steps load
+        outputs["adapter"] = save_final_model(trainer, out_dir / lora.ADAPTER_DIR)
+        model_dir = save_merged_model(trainer, prepared.model_path, outputs["adapter"], out_dir / MODEL_DIR,
+                                      bf16=cfg.bf16)
+    else:
+        model_dir = save_final_model(trainer, out_dir / MODEL_DIR)
     metrics = training_metrics(callback, trainer, train_output)
     metrics.update(prepared.counts)
     if trainer.is_world_process_zero():
@@ -239,7 +254,7 @@ def finish(prepared: Prepared, stage: str, cfg: ConfigBase, data: Path, model: s
     for path in prepared.cleanup:
         if trainer.is_local_process_zero():
             shutil.rmtree(path, ignore_errors=True)
-    return StageResult(outputs={"model": model_dir, "train_log": callback.path}, metrics=metrics,
+    return StageResult(outputs={"model": model_dir, "train_log": callback.path, **outputs}, metrics=metrics,
                        details={"model": model, "resumed_from": prepared.resume_from, **prepared.details})
 
 
@@ -267,12 +282,12 @@ def trainer_args(cfg: TrainingConfig, ds_config: dict | None = None, *, rows: in
     pods need no file. On CPU it also sets up the process group DeepSpeed needs (see `_cpu_deepspeed_state`).
     """
     extra: dict[str, Any] = {}
-    if cfg.bf16 and not _cuda_available():
+    if cfg.bf16 and not cuda_available():
         stage = "dpo" if "DPO" in type(cfg).__name__ else "sft"
         raise ConfigError(f"{stage}.bf16: needs a GPU (none is visible here); set {stage}.bf16: false on CPU")
     if ds_config is not None:
         _single_process_env()
-        if not _cuda_available():
+        if not cuda_available():
             extra["accelerator_config"] = _cpu_deepspeed_state()
     return dict(
         max_steps=cfg.max_steps,
@@ -300,14 +315,14 @@ def trainer_args(cfg: TrainingConfig, ds_config: dict | None = None, *, rows: in
         use_liger_kernel=cfg.use_liger_kernel,
         deepspeed=ds_config,
         dataloader_num_workers=cfg.dataloader_num_workers,
-        dataloader_pin_memory=_cuda_available(),
+        dataloader_pin_memory=cuda_available(),
         report_to=[],
         disable_tqdm=True,
         **extra,
     )
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
@@ -372,7 +387,7 @@ def load_tokenizer_and_config(path: str, name: str):
     return tokenizer, config
 
 
-def load_model(path: str, name: str, *, half: bool = False, attn_implementation: str = ""):
+def load_model(path: str, name: str, *, half: bool = False, attn_implementation: str = "", quantization=None):
     """The weights, loaded after the trainer arguments (under ZeRO-3 they then load partitioned across ranks).
 
     `half`: load in bf16 (under DeepSpeed with bf16, which keeps the fp32 master copy in its optimizer);
@@ -381,7 +396,9 @@ def load_model(path: str, name: str, *, half: bool = False, attn_implementation:
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if half else torch.float32}
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if half or quantization else torch.float32}
+    if quantization is not None:  # QLoRA: the frozen base in 4 bits (training_config.load_in_4bit)
+        kwargs["quantization_config"] = quantization
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
@@ -539,7 +556,8 @@ def check_finite(callback: TrainLog, stage: str) -> None:
 
 
 def save_final_model(trainer, model_dir: Path) -> Path:
-    """Save model + tokenizer (safetensors) to a temporary directory and move it into place."""
+    """Save model + tokenizer (safetensors; a PEFT model saves its adapter) to a temporary directory, then move
+    it into place."""
     model_dir = Path(model_dir)
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     if trainer.is_world_process_zero() and tmp.exists():
@@ -548,16 +566,35 @@ def save_final_model(trainer, model_dir: Path) -> Path:
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(tmp))
         (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the model directory holds only data files
-        old = model_dir.with_name(f".{model_dir.name}.old")
-        if model_dir.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(model_dir, old)
-        os.replace(tmp, model_dir)
-        if old.exists():
-            shutil.rmtree(old)
+        _publish(tmp, model_dir)
     trainer.accelerator.wait_for_everyone()
     return model_dir
+
+
+def save_merged_model(trainer, base_path: str, adapter_dir: Path, model_dir: Path, *, bf16: bool) -> Path:
+    """Merge the saved LoRA adapter into the base weights (rank 0) and publish the plain model at model_dir."""
+    model_dir = Path(model_dir)
+    if trainer.is_world_process_zero():
+        tmp = model_dir.with_name(f".{model_dir.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        lora.merge_adapter(base_path, adapter_dir, trainer.processing_class, tmp, bf16=bf16,
+                           zero3_config=getattr(trainer.args, "hf_deepspeed_config", None))
+        _publish(tmp, model_dir)
+    trainer.accelerator.wait_for_everyone()
+    return model_dir
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Replace `final` by the complete directory `tmp` (a crash leaves the old one or the new one)."""
+    old = final.with_name(f".{final.name}.old")
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def training_metrics(callback: TrainLog, trainer, train_output) -> dict[str, float]:

@@ -66,6 +66,16 @@ class TrainingConfig(ConfigBase):
     deepspeed: str = ""
     #: Worker processes of the data loader.
     dataloader_num_workers: int = 0
+    #: LoRA rank (PEFT): 0 = full fine-tuning; above 0 only the adapter trains and the next steps get the merged model.
+    lora_r: int = 0
+    #: LoRA scaling numerator (the update is scaled by lora_alpha / lora_r).
+    lora_alpha: int = 16
+    #: Dropout on the LoRA branch.
+    lora_dropout: float = 0.05
+    #: Modules that get adapters: ["all-linear"] (every linear layer but the LM head) or module names (q_proj, ...).
+    lora_target_modules: tuple[str, ...] = ("all-linear",)
+    #: QLoRA: load the frozen base in 4 bits (bitsandbytes NF4) under the adapter; needs lora_r > 0 and a CUDA GPU.
+    load_in_4bit: bool = False
 
     def validate(self) -> None:
         deepspeed_configs.validate_name(self.deepspeed)
@@ -82,3 +92,10 @@ class TrainingConfig(ConfigBase):
         require(self.save_steps >= 0, "save_steps", "must be 0 (final model only) or more")
         require(self.save_total_limit >= 1, "save_total_limit", "must be at least 1")
         require(self.dataloader_num_workers >= 0, "dataloader_num_workers", "must be 0 or more")
+        require(self.lora_r >= 0, "lora_r", "must be 0 (full fine-tuning) or a rank of at least 1")
+        require(self.lora_alpha >= 1, "lora_alpha", "must be at least 1")
+        require(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        require(len(self.lora_target_modules) >= 1 and all(self.lora_target_modules), "lora_target_modules",
+                'must name at least one module, or be ["all-linear"]')
+        require(not self.load_in_4bit or self.lora_r > 0, "load_in_4bit",
+                "QLoRA trains an adapter over the 4-bit base: set lora_r above 0 too")
