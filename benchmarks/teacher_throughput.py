@@ -26,6 +26,12 @@ Side by side, on the same workload and server (reset between runs):
     python benchmarks/teacher_throughput.py [--n 5000] [--scale 20] [--skip-peers]
 
 Prints the headline last, as `ratio_to_ceiling: <x>`.
+
+``--mode ceiling`` (issue 17): limits nobody told the client. Against the
+simulated server with hidden limits (no x-ratelimit-* headers, 429 + Retry-After when full, 3% 500s), for
+several latency ranges and ceilings of 5, 20 and 100 req/s, side by side: ours unaided (no rpm/tpm), ours
+told the limits, and a plain openai SDK asyncio.gather loop with a semaphore; then a SIGTERM-and-rerun
+check on the journal. Prints the headline last, as `ceiling_ratio_min: <x>`.
 """
 from __future__ import annotations
 
@@ -173,9 +179,216 @@ def run_sequential(sim: SimServer, convs) -> tuple[float, dict]:
             pass
     return time.perf_counter() - t0, {"ok": ok}
 
+# ------------------------------------------------------------------ --mode ceiling (issue 17)
+
+CEIL_LATENCIES = ((0.05, 0.2), (0.3, 1.5), (0.5, 3.0))
+CEILINGS = (5, 20, 100)
+CEIL_ERROR_RATE = 0.03
+CEIL_BURST_S = 1.0  # the hidden bucket holds one second's worth: a rate, not a minute's allowance at once
+CEIL_MAX_TOKENS = 32
+GATHER_CONCURRENCY = 64
+CLIENTS = ("unaided", "told", "gather")
+LABELS = {"unaided": "ours unaided", "told": "ours told the limits", "gather": f"openai gather (sem {GATHER_CONCURRENCY})"}
+
+
+def ceil_convs(n: int) -> list[list[dict]]:
+    return [[{"role": "user", "content": f"Critique answer {i} against principle {i % 17}, briefly."}] for i in range(n)]
+
+
+def ceil_sim(lat: tuple[float, float], ceiling: int, seed: int) -> SimConfig:
+    """The server of a case: a hidden rate limit of `ceiling` req/s (no x-ratelimit-* headers, 429 + Retry-After
+    when full, refused requests counted), `lat` latency, 3% 500s after admission."""
+    return SimConfig(latency_s=lat, rpm=ceiling * 60, burst_s=CEIL_BURST_S, ratelimit_headers=False,
+                     error_rate=CEIL_ERROR_RATE, models=(MODEL,), seed=seed)
+
+
+def ceil_ideal_s(n: int, ceiling: int, lat: tuple[float, float]) -> float:
+    """Least wall time the hidden limit allows: every request admitted once (and the 3% that fail once more),
+    the bucket's second's worth at once, the rest at the ceiling, the last one answered a minimum latency later."""
+    admissions = n / (1.0 - CEIL_ERROR_RATE)
+    return max(0.0, (admissions - ceiling * CEIL_BURST_S) / ceiling) + lat[0]
+
+
+def ceil_worker(kind: str, base_url: str, n: int, ceiling: int, journal: str | None) -> int:
+    """One client on one case, in its own process; prints one JSON line (wall time, ok, the client's state)."""
+    import json
+
+    import openai
+
+    convs = ceil_convs(n)
+    out: dict = {}
+    if kind == "gather":
+        async def main() -> int:
+            client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=6, timeout=60)
+            sem = asyncio.Semaphore(GATHER_CONCURRENCY)
+
+            async def one(c) -> bool:
+                async with sem:
+                    try:
+                        await client.chat.completions.create(model=MODEL, messages=c, max_tokens=CEIL_MAX_TOKENS)
+                        return True
+                    except openai.APIError:
+                        return False
+
+            try:
+                return sum(await asyncio.gather(*(one(c) for c in convs)))
+            finally:
+                await client.close()
+
+        t0 = time.perf_counter()
+        out["ok"] = asyncio.run(main())
+        out["wall"] = time.perf_counter() - t0
+    else:
+        from cai_core.llm.journal import Journal
+
+        given = dict(rpm=ceiling * 60, burst_s=CEIL_BURST_S) if kind == "told" else {}
+        cfg = ClientConfig(base_url=base_url, model=MODEL, progress_every_s=5.0, shutdown_grace_s=30.0, **given)
+        client = LLMClient(cfg, Journal(journal, flush_s=2.0) if journal else None, api_key="sk-bench")
+        reqs = [chat_request(MODEL, c, max_tokens=CEIL_MAX_TOKENS) for c in convs]
+        t0 = time.perf_counter()
+        res = client.run(reqs, kind)
+        out["wall"] = time.perf_counter() - t0
+        w = client.window()
+        out.update(ok=sum(r.ok for r in res), status=client.rate_status(), window=w.size, cuts=w.cuts,
+                   rate_cuts=w.rate_cuts, latency_cuts=w.latency_cuts)
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def _start_worker(kind: str, base_url: str, n: int, ceiling: int, journal: str | None = None,
+                  quiet: bool = True) -> "subprocess.Popen":
+    import subprocess
+
+    cmd = [sys.executable, os.path.abspath(__file__), "--mode", "ceiling", "--worker", kind, base_url, str(n),
+           str(ceiling)] + ([journal] if journal else [])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL if quiet else None, text=True)
+
+
+def _result(proc) -> dict:
+    import json
+
+    out, _ = proc.communicate(timeout=900)
+    lines = [x for x in (out or "").splitlines() if x.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"wall": float("nan"), "ok": 0, "exit": proc.returncode}
+
+
+def ceil_case(lat, ceiling: int, seconds: float, parallel: bool, seed: int) -> dict:
+    """The three clients on one case (each with its own server: at once with `parallel`)."""
+    n = max(60, int(round(ceiling * seconds)))
+    sims = {k: SimServer(ceil_sim(lat, ceiling, seed + i), process=True).start() for i, k in enumerate(CLIENTS)}
+    try:
+        results = {}
+        if parallel:
+            procs = {k: _start_worker(k, sims[k].base_url, n, ceiling) for k in CLIENTS}
+            results = {k: _result(p) for k, p in procs.items()}
+        else:
+            for k in CLIENTS:
+                results[k] = _result(_start_worker(k, sims[k].base_url, n, ceiling))
+        for k in CLIENTS:
+            st = sims[k].stats()
+            span = (st["last_admitted_t"] or 0.0) - (st["first_admitted_t"] or 0.0)
+            results[k].update(requests=st["requests"], rate_limited=st["rate_limited"], retried_gt2=st["retried_gt2"],
+                              duplicates=st["duplicates"], distinct=st["distinct"], admitted=st["admitted"],
+                              span=span)
+    finally:
+        for sim in sims.values():
+            sim.stop()
+    ideal = ceil_ideal_s(n, ceiling, lat)
+    for r in results.values():
+        # Achieved: what the server admitted per second while the client had work for it (first to last
+        # admission), net of the bucket's one burst at the start; over the ceiling.
+        r["achieved"] = (r["admitted"] - ceiling * CEIL_BURST_S) / r["span"] if r["span"] > 0 else 0.0
+        r["ratio"] = r["achieved"] / ceiling
+        r["e2e"] = ideal / r["wall"] * r["ok"] / n if r.get("wall") and r["wall"] == r["wall"] else 0.0
+        r["rate"] = r["ok"] / r["wall"] if r.get("wall") else 0.0
+        r["gt2_share"] = r["retried_gt2"] / n
+    return {"lat": lat, "ceiling": ceiling, "n": n, "ideal": ideal, "results": results}
+
+
+def ceil_sigterm(n: int = 400, ceiling: int = 20, lat=(0.3, 1.5)) -> dict:
+    """Ours unaided with a journal: SIGTERM at ~50% served, then the same command again; duplicates served."""
+    import signal
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp, SimServer(ceil_sim(lat, ceiling, 99), process=True) as sim:
+        journal = os.path.join(tmp, "journal")
+        proc = _start_worker("unaided", sim.base_url, n, ceiling, journal)
+        while proc.poll() is None and sim.stats()["served_total"] < n // 2:
+            time.sleep(0.05)
+        at_signal = sim.stats()["served_total"]
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+        by_exit = sim.stats()["served_total"]
+        rerun = _result(_start_worker("unaided", sim.base_url, n, ceiling, journal))
+        st = sim.stats()
+    return {"n": n, "at_signal": at_signal, "by_exit": by_exit, "exit": proc.returncode, "rerun_ok": rerun["ok"],
+            "duplicates": st["duplicates"], "distinct": st["distinct"]}
+
+
+def ceiling_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="teacher_throughput.py --mode ceiling", description="hidden limits (issue 17)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="work per case, in seconds at the ceiling")
+    ap.add_argument("--ceilings", default=",".join(map(str, CEILINGS)))
+    ap.add_argument("--latencies", default=",".join(f"{a:g}-{b:g}" for a, b in CEIL_LATENCIES))
+    ap.add_argument("--sequential", action="store_true", help="the three clients one after another (slower)")
+    ap.add_argument("--skip-sigterm", action="store_true")
+    ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        kind, base_url, n, ceiling = args.worker[:4]
+        return ceil_worker(kind, base_url, int(n), int(ceiling), args.worker[4] if len(args.worker) > 4 else None)
+    ceilings = [int(x) for x in args.ceilings.split(",")]
+    lats = [tuple(float(v) for v in x.split("-")) for x in args.latencies.split(",")]
+    print(f"hidden limits: a token bucket of <ceiling> req/s holding {CEIL_BURST_S:g} s (no x-ratelimit-* headers; "
+          f"429 + Retry-After when empty, refused requests counted), {100 * CEIL_ERROR_RATE:g}% 500s; "
+          f"{args.seconds:g} s of work per case; clients {'one after another' if args.sequential else 'at once'}, "
+          f"each with its own server process")
+    print("of the ceiling = requests the server admitted per second from the first admission to the last (net of "
+          "its bucket's one-second burst) / the ceiling; end to end = the least time the limit allows (one minimum "
+          "latency after the last admission) / wall time x share ok; retried>2 = requests sent more than 3 times")
+    t_all = time.perf_counter()
+    cases = []
+    for lat in lats:
+        for c in ceilings:
+            case = ceil_case(lat, c, args.seconds, not args.sequential, seed=len(cases) * 10)
+            cases.append(case)
+            print(f"latency {lat[0]:g}-{lat[1]:g} s, ceiling {c} req/s: {case['n']} requests, least time "
+                  f"{case['ideal']:.1f} s")
+            for k in CLIENTS:
+                r = case["results"][k]
+                extra = f"; {r['status']}" if "status" in r else ""
+                print(f"  {LABELS[k]:<22} {r['achieved']:6.1f} req/s admitted = {r['ratio']:.3f} of the ceiling; "
+                      f"end to end {r['rate']:.1f} ok/s = {r['e2e']:.3f} of the least time; ok {r['ok']}/{case['n']}; "
+                      f"retried>2 {100 * r['gt2_share']:.2f}%; 429s {r['rate_limited']} of {r['requests']} sent"
+                      f"{extra}", flush=True)
+    print(f"(cases took {time.perf_counter() - t_all:.0f} s)")
+    sig = None
+    if not args.skip_sigterm:
+        sig = ceil_sigterm()
+        print(f"SIGTERM at {sig['at_signal']}/{sig['n']} served (drained to {sig['by_exit']}, exit {sig['exit']}), "
+              f"then a rerun: {sig['rerun_ok']}/{sig['n']} ok, {sig['distinct']} distinct requests served, "
+              f"duplicate paid requests {sig['duplicates']}")
+    table = {k: [case["results"][k] for case in cases] for k in CLIENTS}
+    worst = {k: min(r["ratio"] for r in rs) for k, rs in table.items()}
+    worst_e2e = {k: min(r["e2e"] for r in rs) for k, rs in table.items()}
+    gt2 = {k: max(r["gt2_share"] for r in rs) for k, rs in table.items()}
+    met = worst["unaided"] >= 0.9 and gt2["unaided"] < 0.01 and (sig is None or sig["duplicates"] == 0)
+    print(f"worst case of {len(cases)}: " + "; ".join(f"{LABELS[k]} {worst[k]:.3f} (retried>2 at most "
+                                                          f"{100 * gt2[k]:.2f}%)" for k in CLIENTS))
+    print(f"end to end, worst case: " + "; ".join(f"{LABELS[k]} {worst_e2e[k]:.3f}" for k in CLIENTS))
+    print(f"target (unaided >= 0.9 of the ceiling everywhere, < 1% retried > 2 times, 0 duplicates): "
+          f"{'met' if met else 'MISSED'}")
+    if sig is not None:
+        print(f"duplicates_after_sigterm: {sig['duplicates']}")
+    print(f"retried_gt2_share_max: {gt2['unaided']:.4f}")
+    print(f"ceiling_ratio_min: {worst['unaided']:.3f}")
+    return 0
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("limits", "ceiling"), default="limits",
+                    help="limits: the issue-5 workload with the limits given; ceiling: hidden limits (issue 17)")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--scale", type=float, default=5.0,
                     help="time scale (1 = real time); at 5x the peers' SDK clients are not CPU-bound on 2 cores")
@@ -185,7 +398,11 @@ def main() -> int:
                     help="the server does not count refused (429) requests against RPM (kinder to clients that hammer it)")
     ap.add_argument("--peer-budget", type=float, default=3.0,
                     help="a peer gets this many times the ceiling's time to finish (then its unfinished requests count as such)")
-    args = ap.parse_args()
+    args, rest = ap.parse_known_args()
+    if args.mode == "ceiling":
+        return ceiling_main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     scale = args.scale
     convs = workload(args.n)
     ceiling, tokens = ceiling_s(convs, scale)

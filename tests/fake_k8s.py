@@ -26,7 +26,9 @@ Each created job plays a *scenario* in a thread, like the operator would:
 
 `on_success(job)` hooks let a test put the job's outputs where the launcher
 will look (S3). `requests` records every call; `deleted` the deleted names;
-`reject` makes a verb answer an error status (e.g. 403 on create).
+`reject` makes a verb answer an error status (e.g. 403 on create); `watch_errors` makes the next watch
+requests meet an ``ERROR`` event (410 Gone / Expired, or another code) or an HTTP error, as a real API server
+does when a watch's resourceVersion is too old.
 """
 from __future__ import annotations
 
@@ -74,6 +76,12 @@ class FakeK8s:
         self.created: list[str] = []
         self.reject: dict[str, tuple[int, str]] = {}  # verb ("create", "get", "delete") -> (status, reason)
         self.on_success: list = []
+        #: Errors the next watch requests meet, one per request, oldest first: ("event", code) streams an
+        #: ``ERROR`` event with a Status of that code (410: "too old resource version", as the API server sends
+        #: when a watch's resourceVersion was compacted away) and ends the stream; ("http", code) answers the
+        #: watch request itself with that status.
+        self.watch_errors: list[tuple[str, int]] = []
+        self.watch_errors_sent: list[tuple[str, int]] = []
         self._stopping = False
         self.server: ThreadingHTTPServer | None = None
 
@@ -389,6 +397,20 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, _status(404, "NotFound", "the server could not find the requested resource"))
 
     def _watch(self, ns: str, query: dict) -> None:
+        with self.state.lock:
+            error = self.state.watch_errors.pop(0) if self.state.watch_errors else None
+            if error:
+                self.state.watch_errors_sent.append(error)
+        if error:
+            how, code = error
+            reason, message = (("Expired", f"too old resource version: {query.get('resourceVersion', '')} "
+                                           f"({self.state.rv})") if code == 410
+                               else ("InternalError", "etcdserver: request timed out"))
+            if how == "http":
+                return self._json(code, _status(code, reason, message))
+            self._start_chunked("application/json")
+            self._chunk(json.dumps({"type": "ERROR", "object": _status(code, reason, message)}).encode() + b"\n")
+            return self._end_chunked()
         selector = query.get("fieldSelector", "")
         want = selector.split("=", 1)[1] if selector.startswith("metadata.name=") else None
         deadline = time.monotonic() + float(query.get("timeoutSeconds") or 30)

@@ -45,3 +45,51 @@ class FakeChatModel:
 
     def close(self) -> None:
         pass
+
+
+class RecordingChatModel:
+    """A stand-in that keeps every request whole: `sent` holds (method, conversation or prompt) in call order.
+
+    `reply(conversation_or_prompt)` answers chat/complete requests (it sees the whole conversation, not only
+    the last message); `logprobs(conversation)` answers choice_logprobs. Tests assert on `sent`, so what a
+    stage shows the model (every message, every role, in order) is checked, not only what it does with replies.
+    """
+
+    name = "recording-fake"
+    remote = False
+
+    def __init__(self, reply: Callable | None = None, logprobs: Callable | None = None):
+        self.reply = reply or (lambda conv: "ok")
+        self.logprobs = logprobs or (lambda conv: [0.0, 0.0])
+        self.sent: list[tuple[str, object]] = []
+        self.sampling: list[Sampling] = []
+
+    def chat(self, conversations, sampling) -> list[str]:
+        assert len(conversations) == len(sampling)
+        out = []
+        for conv, s in zip(conversations, sampling):
+            conv = [dict(m) for m in conv]  # a copy: a later mutation by the caller must not rewrite history
+            self.sent.append(("chat", conv))
+            self.sampling.append(s)
+            out.append(self.reply(conv))
+        return out
+
+    def complete(self, prompts, sampling) -> list[str]:
+        assert len(prompts) == len(sampling)
+        out = []
+        for prompt, s in zip(prompts, sampling):
+            self.sent.append(("complete", prompt))
+            self.sampling.append(s)
+            out.append(self.reply(prompt))
+        return out
+
+    def choice_logprobs(self, conversations, choices):
+        out = []
+        for conv in conversations:
+            conv = [dict(m) for m in conv]
+            self.sent.append(("logprobs", conv))
+            out.append(list(self.logprobs(conv))[: len(choices)])
+        return out
+
+    def close(self) -> None:
+        pass

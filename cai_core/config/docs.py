@@ -6,6 +6,7 @@ keeps the two equal, so the reference cannot drift from the code.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 from cai_core.config.base import ConfigBase, field_docs
 
@@ -24,17 +25,34 @@ def _default(value) -> str:
     return str(value)
 
 
-def _rows(cls: type[ConfigBase], default: ConfigBase, laptop: ConfigBase, prefix: str) -> list[str]:
+def _rows(cls: type[ConfigBase], default: ConfigBase, laptop: ConfigBase, prefix: str,
+          blank: bool = False) -> list[str]:
+    """`blank`: an entry class whose instances need required keys: defaults read from the dataclass fields."""
     docs = field_docs(cls)
+    hints = cls.field_types()
     rows = []
     for f in dataclasses.fields(cls):
-        value, local = getattr(default, f.name), getattr(laptop, f.name)
+        if blank:
+            value = local = f.default if f.default is not dataclasses.MISSING else None
+        else:
+            value, local = getattr(default, f.name), getattr(laptop, f.name)
         if isinstance(value, ConfigBase):
             rows += _rows(type(value), value, local, f"{prefix}{f.name}.")
             continue
         shown = f"`{_default(local)}`" if local != value else ""
         rows.append(f"| `{prefix}{f.name}` | `{_default(value)}` | {shown} | {docs.get(f.name, '')} |")
+        item = _item_config(hints[f.name])
+        if item is not None:  # a list of sections (prompts.mix): document an entry's keys as <key>[].<field>
+            rows += _rows(item, item.__new__(item), item.__new__(item), f"{prefix}{f.name}[].", blank=True)
     return rows
+
+
+def _item_config(tp) -> type[ConfigBase] | None:
+    """The section class of a `tuple[SomeConfig, ...]` field, else None."""
+    args = [a for a in typing.get_args(tp) if a is not Ellipsis] if typing.get_origin(tp) in (tuple, list) else []
+    if args and isinstance(args[0], type) and issubclass(args[0], ConfigBase):
+        return args[0]
+    return None
 
 
 def reference() -> str:

@@ -22,7 +22,7 @@ from cai_core.stages.evaluate import EvaluateConfig
 from cai_core.stages.gate import GateConfig
 from cai_core.stages.judge import JudgeConfig
 from cai_core.stages.pairs import PairsConfig
-from cai_core.stages.prepare import PrepareConfig
+from cai_core.stages.prepare import EvalPromptsConfig, PrepareConfig
 from cai_core.stages.report import ReportConfig
 from cai_core.stages.revise import ReviseConfig
 from cai_core.stages.sft import SFTStageConfig
@@ -78,8 +78,8 @@ class RunConfig(ConfigBase):
     storage: StorageConfig = StorageConfig()
     #: Training prompts (red-team and helpful).
     prompts: PrepareConfig = PrepareConfig()
-    #: Held-out prompts for evaluation.
-    eval_prompts: PrepareConfig = PrepareConfig(source="builtin:eval_prompts")
+    #: Held-out prompts for evaluation, checked for overlap with the training prompts.
+    eval_prompts: EvalPromptsConfig = EvalPromptsConfig()
     revise: ReviseConfig = ReviseConfig()
     clean: CleanConfig = CleanConfig()
     sft: SFTStageConfig = SFTStageConfig()

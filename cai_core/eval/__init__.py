@@ -8,12 +8,12 @@ or a rate, and every other status is counted, so a figure is never silently wron
 from __future__ import annotations
 
 import math
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
-from cai_core import records, storage
+from cai_core import records
+from cai_core.data import inputs
 from cai_core.errors import InputError
 
 #: Bundled prompt sets for `builtin:<name>` sources.
@@ -53,31 +53,15 @@ def load_prompt_set(source: str, field: str = "prompt", limit: int = 0, category
                     split: str = "train") -> list[dict]:
     """Rows {id, prompt, category} from a prompt set.
 
-    `source`: ``builtin:<name>`` (bundled: red_team_eval, benign_edgy, ...), a local JSONL path,
-    an ``s3://`` JSONL URI, or ``hf:<dataset id>`` (a Hugging Face dataset, its `split`, through
-    the `datasets` library; e.g. ``hf:walledai/AdvBench`` with field ``prompt``). Empty prompts and
-    duplicates are skipped; `limit` > 0 keeps the first `limit` rows.
+    `source`: anything `cai_core.data.inputs` reads: ``builtin:<name>`` (bundled: red_team_eval,
+    benign_edgy, ...), a local JSONL path or ``s3://`` URI, a saved dataset directory, parquet files,
+    or ``hf:<dataset id>[@split]`` (streamed; `split` is the default; e.g. ``hf:walledai/AdvBench`` with
+    field ``prompt``). Empty prompts and duplicates are skipped; `limit` > 0 keeps the first `limit` rows.
     """
-    if source.startswith("hf:"):
-        raw = _load_hf(source[3:], split)
-        where = source
-    elif source.startswith("builtin:"):
-        name = source.split(":", 1)[1]
-        if name not in BUILTIN_SETS:
-            raise InputError(f"unknown built-in prompt set '{name}' (known: {', '.join(BUILTIN_SETS)})", path=source)
-        where = str(data_path(f"{name}.jsonl"))
-        raw = records.read_jsonl(where)
-    elif storage.is_remote(source):
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "prompts.jsonl"
-            storage.download_file(source, local)
-            raw = records.read_jsonl(local)
-        where = source
-    else:
-        where = source
-        raw = records.read_jsonl(source)
+    opened = inputs.open_rows(source, builtins=BUILTIN_SETS, split=split)
+    where = opened.where
     rows, seen = [], set()
-    for line, row in enumerate(raw, start=1):
+    for line, row in opened.rows():
         if field not in row:
             raise InputError("missing", path=where, line=line, field=field)
         if not isinstance(row[field], str):
@@ -94,20 +78,6 @@ def load_prompt_set(source: str, field: str = "prompt", limit: int = 0, category
     if not rows:
         raise InputError(f"no usable prompts in field '{field}'", path=where)
     return rows
-
-
-def _load_hf(name: str, split: str) -> list[dict]:
-    dataset_id, _, split_override = name.partition("@")
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        raise InputError("reading hf: sources needs the `datasets` package", path=f"hf:{name}") from None
-    try:
-        ds = datasets.load_dataset(dataset_id, split=split_override or split)
-    except Exception as exc:  # network, auth, unknown id: one clear message
-        raise InputError(f"cannot load the Hugging Face dataset ({type(exc).__name__}: {str(exc)[:200]})",
-                         path=f"hf:{name}") from None
-    return [dict(r) for r in ds]
 
 
 def mean(values: Sequence[float]) -> float | None:

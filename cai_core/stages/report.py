@@ -164,6 +164,12 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _md_cell(v) -> str:
+    """A Markdown table cell: model answers are untrusted text, and Markdown renders raw HTML, so `&` and `<` are
+    escaped (a `<script>` in an answer shows as text); `|` and newlines would break the table row."""
+    return _fmt(v).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
+
+
 class _Doc:
     """Builds the Markdown and HTML versions side by side."""
 
@@ -184,7 +190,7 @@ class _Doc:
         self.md.append("| " + " | ".join(header) + " |")
         self.md.append("|" + "---|" * len(header))
         for row in rows:
-            self.md.append("| " + " | ".join(_fmt(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |")
+            self.md.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
         self.md.append("")
         head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -297,6 +303,12 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
 
     if pipeline_run:
         doc.heading("Training curves")
+        for stage in ("sft", "dpo"):
+            m = metrics_json.get(stage, {})
+            if m.get("total_params"):
+                trained, total = m.get("trainable_params", 0), m["total_params"]
+                how = "full fine-tuning" if trained >= total else "a LoRA adapter, merged into the model handed on"
+                doc.para(f"{stage}: trained {trained:,.0f} of {total:,.0f} parameters ({trained / total:.1%}; {how}).")
         curves = 0
         for stage in ("sft", "dpo"):
             if stage in stage_dirs:
@@ -422,6 +434,8 @@ def _in_words(models: Mapping[str, dict], *, calibrated_safety: bool, calibrated
 def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
     """Data cleaning counts and the preference judge's statistics."""
     doc.heading("Data cleaning")
+    for line in _prompt_lines(metrics_json):
+        doc.para(line)
     clean_rows = []
     for name in CLEAN_STEPS:
         m = metrics_json.get(name)
@@ -434,6 +448,24 @@ def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
     if jm:
         doc.para("Preference judge (pairs for DPO):")
         doc.table(["metric", "value"], [[k, v] for k, v in sorted(jm.items())])
+
+
+def _prompt_lines(metrics_json: Mapping[str, Any]) -> list[str]:
+    """The prompts' mix (counts per source) and the train/eval overlap rate, from the prepare steps' metrics."""
+    lines = []
+    train = metrics_json.get("prepare_prompts") or {}
+    mix = {k[4:-5]: int(v) for k, v in train.items() if k.startswith("mix.") and k.endswith(".rows")}
+    if mix:
+        lines.append("Training prompts mixed from " + ", ".join(f"{n}: {c}" for n, c in mix.items()) + ".")
+    ev = metrics_json.get("prepare_eval") or {}
+    if "overlap_rate" in ev:
+        n = int(ev.get("overlap_exact", 0) + ev.get("overlap_near", 0))
+        done = "flagged" if ev.get("flagged_train_overlap") else "dropped"
+        lines.append(f"Train/eval overlap: {n} of {int(ev.get('overlap_checked', 0))} evaluation prompts "
+                     f"(rate {ev['overlap_rate']:.3f}; {int(ev.get('overlap_exact', 0))} exact, "
+                     f"{int(ev.get('overlap_near', 0))} near) also occur among the training prompts"
+                     + (f" and were {done}." if n else "."))
+    return lines
 
 
 def _gate_details(stage_dirs: Mapping[str, Path], stages: Mapping[str, dict]) -> dict | None:

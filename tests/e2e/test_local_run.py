@@ -122,7 +122,9 @@ def test_report_and_metrics(run):
 
 
 def test_rerun_reuses_every_step(run):
-    _, first, second = run
+    run_dir, first, second = run
+    verdict = next(line for line in (run_dir / "report.md").read_text().splitlines() if line.startswith("Verdict:"))
+    assert f"\n{verdict}\n" in first.stdout and f"\n{verdict}\n" in second.stdout  # the terminal says it too
     for step in STEPS:
         assert f"[cai] {step}: reused" in second.stdout, step
         assert f"[cai] {step}: started" in first.stdout, step
@@ -175,6 +177,8 @@ def test_failed_gate_blocks_evaluation_and_the_report_says_why(run, env):
     text = out.stdout + out.stderr
     assert "[cai] dpo: reused" in text and "[cai] gate: started" in text and "[cai] report: started" in text
     assert "[cai] evaluate: started" not in text and "[cai] evaluate: reused" not in text
+    verdict = next(line for line in out.stdout.splitlines() if line.startswith("Verdict:"))
+    assert verdict.startswith("Verdict: NOT PROMOTED. The dpo model broke collapse thresholds (") and "min_distinct_2 1" in verdict
     html = (run_dir / "report.html").read_text()
     assert "FAILED: the dpo model was NOT promoted" in html and "min_distinct_2 1" in html
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -62,7 +62,7 @@ def test_load_prompt_set_sources(tmp_path):
 def test_load_prompt_set_from_a_hub_dataset(monkeypatch):
     calls = []
 
-    def load_dataset(name, split):
+    def load_dataset(name, split, **kwargs):  # the resolver streams: streaming=True
         calls.append((name, split))
         if name == "missing/set":
             raise FileNotFoundError("no such dataset")

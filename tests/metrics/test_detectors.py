@@ -469,7 +469,9 @@ def test_ten_megabytes_is_fast(kind):
     found = detect(text)
     elapsed = time.perf_counter() - t0
     print(f"\ndetect on 10 MB ({kind}): {elapsed:.2f}s, {len(found)} findings")
-    assert elapsed < 8.0
+    # The throughput figure is benchmarks/clean_throughput.py's; this bound (about 15x the usual time) only catches a
+    # complexity blow-up, and a loaded shared machine cannot reach it.
+    assert elapsed < 120.0
     if kind != "prose":
         assert any(f.code in (REPEATED_PLEASANTRY, REPEATED_SENTENCE) for f in found)
 

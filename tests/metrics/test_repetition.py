@@ -111,4 +111,6 @@ def test_ten_megabytes_is_fast(unit):
     m = collapse_metrics([text])
     elapsed = time.perf_counter() - t0
     assert m["rep_4"] > 0.99 and m["tail_loop_rate"] == 1.0
-    assert elapsed < 8.0, f"collapse_metrics on 10 MB took {elapsed:.1f}s"
+    # The throughput figure is benchmarks/clean_throughput.py's; this bound (about 15x the usual time) only catches a
+    # complexity blow-up, and a loaded shared machine cannot reach it.
+    assert elapsed < 120.0, f"collapse_metrics on 10 MB took {elapsed:.1f}s"

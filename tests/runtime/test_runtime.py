@@ -68,13 +68,15 @@ def test_the_teacher_is_part_of_a_clean_step_only_when_the_variant_calls_it():
 
 
 def test_the_step_registry_is_the_one_list_of_steps():
-    from cai_pipelines.cluster import MODEL_STEPS, TEACHER_STEPS
+    from cai_pipelines.cluster import HF_STEPS, MODEL_STEPS, TEACHER_STEPS
 
     assert STEP_NAMES == ("prepare_prompts", "prepare_eval", "revise", "clean_revisions", "sft", "pairs",
                           "clean_pairs", "discover", "judge", "dpo", "gate", "evaluate", "report", "compare")
     assert GENERATION_STEPS == ("revise", "pairs", "gate", "evaluate") and TRAINING_STEPS == ("sft", "dpo")
     assert TEACHER_STEPS == ("clean_revisions", "clean_pairs", "discover", "judge", "evaluate")
     assert MODEL_STEPS == ("revise", "sft", "pairs", "dpo", "gate", "evaluate")
+    assert HF_STEPS == ("prepare_prompts", "prepare_eval", "revise", "sft", "pairs", "discover", "dpo", "gate",
+                        "evaluate")  # hf: data sets are read with HF_TOKEN too
     assert set(ADAPTERS) == set(STEP_NAMES)
     for step in STEPS.values():
         assert step.section in RunConfig.field_types() and set(step.sections) <= set(RunConfig.field_types())

@@ -67,7 +67,7 @@ def test_sft_ten_steps(sft_result):
     m = sft_result.metrics
     print(f"sft: 10 steps in {m['train_runtime_s']:.2f} s of training, {sft_result.details['elapsed_s']:.1f} s "
           "for the whole stage")
-    assert sft_result.details["elapsed_s"] < 60
+    # the stage's wall time is a benchmark figure (benchmarks/train_steps.py), not a unit-test assert
     assert m["steps"] == 10
     assert math.isfinite(m["train_loss_first"]) and math.isfinite(m["train_loss_last"])
     assert m["rows"] == len(ROWS) and m["rows_truncated"] == 0 and m["rows_dropped"] == 0
@@ -182,7 +182,7 @@ def test_dpo_ten_steps_against_the_sft_model(sft_result, pref_data, tmp_path):
     elapsed = time.perf_counter() - start
     m = result.metrics
     print(f"dpo: 10 steps in {m['train_runtime_s']:.2f} s of training, {elapsed:.1f} s for the whole stage")
-    assert elapsed < 60
+    # the stage's wall time is a benchmark figure (benchmarks/train_steps.py), not a unit-test assert
     assert m["steps"] == 10 and m["pairs"] == len(ROWS)
     assert math.isfinite(m["train_loss_first"]) and math.isfinite(m["train_loss_last"])
     # step 1: the policy is the reference (the precomputed log-probs are the SFT model's), so the loss is log 2

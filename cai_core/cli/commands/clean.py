@@ -9,7 +9,8 @@ from cai_core.cli.options import load_config, teacher_options
 
 
 @click.command("clean")
-@click.option("--in", "in_path", required=True, type=click.Path(dir_okay=False), help="JSONL input.")
+@click.option("--in", "in_path", required=True,
+              help="Input: a JSONL file, a saved dataset directory, parquet/arrow files, s3:// or hf:<id>[@split].")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="JSONL output (written atomically).")
 @click.option("--field", "fields", multiple=True, default=("response",), show_default=True,
@@ -30,6 +31,7 @@ def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, override
     """
     from cai_core import storage
     from cai_core.cli.teacher import JOURNAL_DIR, command_teacher
+    from cai_core.data.inputs import local_jsonl
     from cai_core.stages.clean import LLM_VARIANTS, clean_file
 
     cfg = load_config(config, overrides)
@@ -40,7 +42,8 @@ def clean_cmd(in_path, out_path, fields, prompt_field, variant, config, override
         llm = command_teacher(cfg.teacher, cfg.model, base_url=base_url, model_name=model_name, journal=journal,
                               command=f"cai clean --variant {variant}")
     try:
-        metrics = clean_file(in_path, out_path, fields, prompt_field, variant, llm=llm, cfg=cfg.clean)
+        with local_jsonl(in_path) as path:
+            metrics = clean_file(path, out_path, fields, prompt_field, variant, llm=llm, cfg=cfg.clean)
     finally:
         getattr(llm, "close", lambda: None)()
     click.echo(json.dumps(metrics, sort_keys=True))

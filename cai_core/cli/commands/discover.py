@@ -36,8 +36,10 @@ def _teacher(teacher, model, base_url, model_name, standin: bool, journal: str):
 
 
 @click.command("discover")
-@click.option("--pairs", "pairs_path", required=True, type=click.Path(dir_okay=False),
-              help="Preference pairs: JSONL with prompt, chosen and rejected per line (field names: discover.*_field).")
+@click.option("--pairs", "pairs_path", required=True,
+              help="Preference pairs (prompt, chosen, rejected; field names: discover.*_field): a JSONL file, a saved "
+                   "dataset directory, parquet/arrow files, s3:// or hf:<id>[@split]; chosen/rejected may be chat "
+                   "lists or HH transcripts (discover.format).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Where to write the discovered constitution YAML.")
 @click.option("--n", "n", type=int, default=None, help="Principles to keep (default: discover.n, 16).")
@@ -77,7 +79,7 @@ def discover_cmd(pairs_path, out_path, n, base_url, model_name, config, override
                                                              + ".discover")
     llm = _teacher(cfg.teacher, cfg.model, base_url, model_name, standin, journal=str(work / "journal"))
     try:
-        result = discover.run(dcfg, Path(pairs_path), work, llm)
+        result = discover.run(dcfg, str(pairs_path), work, llm)
     finally:
         close = getattr(llm, "close", None)
         if callable(close):

@@ -59,8 +59,20 @@ def run_cmd(config, overrides, run_id, output_dir, verbose, ablation):
     storage.write_text(storage.join(run_root, "config.yaml"), dump_yaml(cfg))
     run_local(cfg, local_dir, run_root=run_root, verbose=verbose, ablation=ablation)
     click.echo(f"done in {time.monotonic() - start:.0f}s")
+    if not ablation:
+        verdict = _verdict_line(storage.read_text(storage.join(run_root, "report.md")))
+        if verdict:
+            click.echo(verdict)
     click.echo(f"  report:  {storage.join(run_root, 'ablation.html' if ablation else 'report.html')}")
     click.echo(f"  metrics: {storage.join(run_root, 'ablation.json' if ablation else 'metrics.json')}")
+
+
+def _verdict_line(report_md: str) -> str | None:
+    """The report's verdict sentence (promoted or not, and why), so the terminal says it too."""
+    for line in report_md.splitlines():
+        if line.startswith("Verdict:"):
+            return line
+    return None
 
 
 def register(group: click.Group) -> None:

@@ -417,23 +417,32 @@ class LLMClient(BatchMode):
         window = self.window()
         await window.acquire()
         try:
-            snap = await limiter.acquire(charge, run.stop)
-            if snap is None:
-                return None
+            while True:
+                snap = await limiter.acquire(charge, run.stop)
+                if snap is None:
+                    return None
+                if not window.over:
+                    break
+                # The window was cut while this request waited (for a 429's pause): it waits for a slot again,
+                # rather than going out with everything else that waited, all at once.
+                limiter.refund_request(charge)
+                window.release()
+                await window.acquire()
             window.sent()
-            t0 = time.monotonic()
+            t0 = limiter.sent()
             try:
                 status, headers, content = await self._send(req, transport, sdk, heads)
             except _Timeout:
-                window.on_timeout()
+                window.on_timeout(t0)
                 raise
             except BaseException:
                 window.on_other()
                 raise
             if status == 200:
-                window.on_success(time.monotonic() - t0)
+                window.on_success(time.monotonic() - t0, paced=limiter.paces)
             elif status == 429:
-                window.on_rate_limited()
+                limiter.rate_limited(t0, retry_after_s(headers))  # first: a pace found now takes over from the window
+                window.on_rate_limited(t0, paced=limiter.paces)
             else:
                 window.on_other()
             return snap, status, headers, content

@@ -6,6 +6,8 @@ import math
 import random
 import time
 
+from cai_core.llm.client.ratefind import RateFinder
+
 
 def parse_duration(text: str | None) -> float | None:
     """OpenAI's reset durations: '1s', '6m0s', '20ms', '1h2m3.5s', or plain seconds."""
@@ -85,11 +87,19 @@ class _Limiter:
     """Per-model RPM/TPM token buckets (continuous refill), FIFO, synced from x-ratelimit headers.
 
     With `learn` (no limits given), the limits the server states in ``x-ratelimit-limit-*`` become the
-    buckets' (again whenever they change), their capacity from ``remaining + reset * rate``.
+    buckets' (again whenever they change), their capacity from ``remaining + reset * rate``. Until a server
+    states any, its 429s are measured (`RateFinder`, `finder`): once the rate it admits is found, requests
+    are paced at it (a bucket of 0.1 s), probing upwards.
     """
 
-    def __init__(self, rpm: int, tpm: int, burst_s: float, *, learn: bool = False):
+    #: Seconds of the found rate the pacing bucket holds (a small burst: the server's bucket is unknown).
+    PACE_BURST_S = 0.1
+
+    def __init__(self, rpm: int, tpm: int, burst_s: float, *, learn: bool = False,
+                 finder: RateFinder | None = None):
         self.burst_s, self.learning, self.learned = burst_s, learn, False
+        self.finder: RateFinder | None = (finder or RateFinder()) if learn else None
+        self._waited = False  # a request waited for the found pace since the finder was last asked
         self.rpm = self.tpm = 0
         self.r_rate = self.t_rate = 0.0
         self.r_cap = self.t_cap = math.inf
@@ -115,18 +125,48 @@ class _Limiter:
             self.tpm, self.t_rate, self.t_cap, self.tk = per_minute, rate, cap, level
 
     def learn(self, headers: dict[str, str]) -> None:
-        """Take the limits the server states (only when none were given)."""
+        """Take the limits the server states (only when none were given); they win over a found pace."""
         if not self.learning:
             return
         for kind, current in (("requests", self.rpm), ("tokens", self.tpm)):
             stated = ratelimit_headers(headers, kind)
-            if stated is not None and stated[0] != current:
-                self._refill(time.monotonic())
+            if stated is not None and (stated[0] != current or not self.learned):
+                now = time.monotonic()
+                self._refill(now)
+                if self.finder is not None:  # stated limits from now on, not measured ones
+                    self.finder = None
+                    self.rpm, self.r_rate, self.r_cap, self.r = 0, 0.0, math.inf, math.inf
                 self._set(kind, *stated)
                 self.learned = True
 
+    def sent(self) -> float:
+        """A request goes on the wire: its send time (for `rate_limited`)."""
+        return self.finder.sent() if self.finder is not None else time.monotonic()
+
+    def rate_limited(self, sent_at: float, retry_after: float | None = None) -> None:
+        """A 429 for the request sent at `sent_at` (the finder measures the rate the server admits)."""
+        if self.finder is not None:
+            self.finder.rate_limited(sent_at, retry_after=retry_after)
+
+    @property
+    def paces(self) -> bool:
+        """Requests are paced by a rate (given, stated by the server or found): 429s are this limiter's business."""
+        return bool(self.rpm or self.tpm or (self.finder is not None and self.finder.rate is not None))
+
+    def _follow_finder(self, now: float) -> None:
+        rate = self.finder.pace(self._waited, now)
+        self._waited = False
+        if rate is None:
+            return
+        self._refill(now)
+        self.rpm, self.r_rate = max(1, round(rate * 60)), rate
+        self.r_cap = max(1.0, rate * self.PACE_BURST_S)
+        self.r = min(self.r, self.r_cap)
+
     def describe(self) -> str:
-        """The limits in force, e.g. 'learned 1200 rpm, 90k tpm'."""
+        """The limits in force, e.g. 'learned 1200 rpm, 90k tpm' or 'found 19.7 req/s, pacing 19.1/s'."""
+        if self.finder is not None and self.finder.rate is not None:
+            return self.finder.describe()
         parts = [f"{n} {unit}" for n, unit in ((self.rpm, "rpm"), (self.tpm, "tpm")) if n]
         return ("learned " if self.learned else "given ") + ", ".join(parts) if parts else "no rate limit known"
 
@@ -141,6 +181,8 @@ class _Limiter:
 
     async def acquire(self, tokens: float, stop: asyncio.Event) -> tuple[float, float, float, float] | None:
         """Take 1 request and `tokens` tokens, waiting in FIFO order; None when the run stops first."""
+        if self.finder is not None and self.finder.rate is not None:
+            self._follow_finder(time.monotonic())
         if not (self.rpm or self.tpm):  # no limits known: only a 429's pause applies
             while True:  # (again if another 429 extended the pause meanwhile)
                 wait = self.blocked_until - time.monotonic()
@@ -157,6 +199,7 @@ class _Limiter:
                 wait = self.blocked_until - now
                 if self.rpm and self.r < 1:
                     wait = max(wait, (1 - self.r) / self.r_rate)
+                    self._waited = True
                 need = min(tokens, self.t_cap)
                 if self.tpm and self.tk < need:
                     wait = max(wait, (need - self.tk) / self.t_rate)
@@ -168,6 +211,13 @@ class _Limiter:
                     return self.r, self.tk, self.adj_r, self.adj_t
                 if await _sleep(wait, stop):
                     return None
+
+    def refund_request(self, tokens: float) -> None:
+        """Give back what `acquire` took for a request that was not sent after all."""
+        if self.rpm:
+            self.r = min(self.r_cap, self.r + 1)
+        if self.tpm:
+            self.tk = min(self.t_cap, self.tk + min(tokens, self.t_cap))
 
     def refund(self, tokens: float) -> None:
         """A 429: the tokens were not used; the request itself still counts (OpenAI counts refused requests)."""
@@ -205,7 +255,13 @@ class _Limiter:
                 self.adj_t += d
 
     def block(self, seconds: float) -> None:
-        self.blocked_until = max(self.blocked_until, time.monotonic() + seconds)
+        """A 429 asked to wait `seconds`: the whole model waits, and the request bucket follows the server's
+        (room for one request then), so that what refilled meanwhile does not go out at once to be refused."""
+        now = time.monotonic()
+        self.blocked_until = max(self.blocked_until, now + seconds)
+        if self.rpm:
+            self._refill(now)
+            self.r = min(self.r, 1.0 - seconds * self.r_rate)
 
 
 _NO_SNAP = (0.0, 0.0, 0.0, 0.0)

@@ -54,7 +54,8 @@ class ConcurrencyWindow:
         self._lat_n = 0
         self._round_n = self._round_429 = 0  # replies and 429s of this round
         self._round_busy = False
-        self._episode_end = -math.inf
+        self._cut_t = -math.inf  # when the window was last cut
+        self._paced = False  # the latest reply said a rate limiter paces the requests
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
     # ------------------------------------------------------------------ the gate
@@ -80,6 +81,11 @@ class ConcurrencyWindow:
                 self._waiters.remove(fut)
             raise
 
+    @property
+    def over(self) -> bool:
+        """More slots are held than the window has (it was cut while they waited)."""
+        return self.in_flight > self.size
+
     def release(self) -> None:
         self.in_flight -= 1
         self._wake()
@@ -99,44 +105,46 @@ class ConcurrencyWindow:
 
     # --------------------------------------------------------------- the signals
 
-    def on_success(self, latency_s: float, now: float | None = None) -> None:
-        """A reply (not a 429) came back after `latency_s` seconds."""
+    def on_success(self, latency_s: float, now: float | None = None, *, paced: bool = False) -> None:
+        """A reply (not a 429) came back after `latency_s` seconds. `paced`: a rate limiter paces the requests,
+        so 429s are its business and the window only follows latency (it grows as in slow start)."""
         self.on_wire -= 1
         if not self.adaptive:
             return
-        if self.slow_start and (self.on_wire + 1) * 2 >= self.limit:
+        self._paced = paced
+        if (self.slow_start or paced) and (self.on_wire + 1) * 2 >= self.limit:
             self._set(self.limit + 1)  # +1 per reply: doubling per round trip
         self._lat_sum += latency_s
         self._lat_n += 1
         self._round_n += 1
         self._end_round_if_full()
 
-    def on_rate_limited(self, now: float | None = None) -> None:
-        """A 429 came back (the attempt's Retry-After is the rate limiter's business)."""
+    def on_rate_limited(self, sent_at: float | None = None, now: float | None = None, *, paced: bool = False) -> None:
+        """A 429 came back for the attempt sent at `sent_at` (the attempt's Retry-After is the rate limiter's
+        business). `paced`: a rate limiter paces the requests (limits given, stated or found), and a 429 is its
+        business too: the window does not grow this round, and is not cut."""
         self.on_wire -= 1
         if not self.adaptive:
             return
         self._round_429 += 1
+        if paced:
+            return
         now = self.clock() if now is None else now
+        if sent_at is not None and sent_at < self._cut_t:
+            return  # sent before the last cut, at the old size: nothing new
         # What the server admits: the requests still on the wire (a 429 comes back at once, an admitted
-        # request after its latency). Cutting to a share of that, not of the window, neither compounds over
-        # the 429s of one burst nor stops short of what is needed when the window was far too large.
-        target = self.backoff * max(1, self.on_wire)
-        if now >= self._episode_end:  # the first cut of an episode: remember where the trouble began
-            if target >= self.limit:
-                return
-            self.last_cut_size = self.limit
-            self.rate_cuts += 1
-            rtt = self.rtt()
-            self._episode_end = now + (rtt if rtt is not None else 1.0)
-        # At most half per episode: when every slot waits out a pause, few are on the wire to measure by.
-        target = max(target, 0.5 * self.last_cut_size)
-        if target < self.limit:
-            self._cut(target)
+        # request after its latency). Cutting to a share of that, not of the window, does not stop short of
+        # what is needed when the window was far too large; at most half at once, against outliers.
+        target = max(self.backoff * max(1, self.on_wire), 0.5 * self.limit)
+        if target >= self.limit:
+            return
+        self.last_cut_size = self.limit
+        self.rate_cuts += 1
+        self._cut(target, now)
 
-    def on_timeout(self, now: float | None = None) -> None:
+    def on_timeout(self, sent_at: float | None = None, now: float | None = None) -> None:
         """An attempt timed out: overload as far as the window is concerned (cut like a 429)."""
-        self.on_rate_limited(now)
+        self.on_rate_limited(sent_at, now)
 
     def on_other(self) -> None:
         """Any other end of an attempt (5xx, dropped connection): not a signal either way."""
@@ -154,10 +162,11 @@ class ConcurrencyWindow:
         self.limit = min(float(self.maximum), max(float(self.minimum), value))
         self._wake()
 
-    def _cut(self, value: float) -> None:
+    def _cut(self, value: float, now: float | None = None) -> None:
         self.slow_start = False
         self._set(min(self.limit, value))
         self.cuts += 1
+        self._cut_t = self.clock() if now is None else now
         self._reset_round()
 
     def _reset_round(self) -> None:
@@ -171,7 +180,7 @@ class ConcurrencyWindow:
         self._reset_round()
         if self._lat_n >= self.min_round and self._judge_latency():
             return
-        if had_429 or not busy or self.slow_start:
+        if had_429 or not busy or self.slow_start or self._paced:
             return
         gap = self.last_cut_size - self.limit
         self._set(self.limit + max(1.0, gap / 2))  # quickly back towards the last cut, then one at a time

@@ -100,13 +100,14 @@ from cai_core.stages.discover.scoring import (DROP_REASONS, agreement, evaluate_
 from cai_core.tasks.discover import PROPOSE_STATUSES, REJECT_REASONS
 
 
-def run(cfg: DiscoverConfig, pairs: Path, out_dir: Path, llm: ChatModel, embedder: Any = None) -> StageResult:
-    """Discover a constitution from the preference pairs in `pairs`; write it and the report to `out_dir`."""
+def run(cfg: DiscoverConfig, pairs: Path | str, out_dir: Path, llm: ChatModel, embedder: Any = None) -> StageResult:
+    """Discover a constitution from the preference pairs in `pairs` (any `cai_core.data.inputs` source); write it
+    and the report to `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     embedder = embedder if embedder is not None else load_embedder(cfg.embedder)
     base = load_constitution(cfg.base)
-    usable, skipped, rows_in = read_pairs(cfg, Path(pairs))
+    usable, skipped, rows_in = read_pairs(cfg, pairs)
     split = split_pairs(cfg, usable, str(pairs))
     metrics: dict[str, float] = {"pairs_in": rows_in, "pairs_usable": len(usable),
                                  **{f"skipped_{r}": skipped.get(r, 0) for r in SKIP_REASONS},

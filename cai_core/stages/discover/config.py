@@ -11,9 +11,13 @@ from cai_core.stages import judge as judge_stage
 
 @dataclass(frozen=True)
 class DiscoverConfig(ConfigBase):
-    #: Preference pairs (JSONL with prompt/chosen/rejected): a local path or an s3:// URI (`cai discover --pairs`).
+    #: Preference pairs (prompt/chosen/rejected; `cai discover --pairs`): a JSONL path or s3:// URI, a saved dataset
+    #: directory, parquet/arrow files, or hf:<id>[@split] (e.g. hf:HuggingFaceH4/ultrafeedback_binarized@train_prefs).
     source: str = ""
-    #: Field holding the request.
+    #: Row recipe: auto, plain (strings), hh (HH-RLHF transcripts: the last assistant turn is the answer, what
+    #: precedes it the prompt) or messages (chat lists: the last assistant message; the prompt field or first user turn).
+    format: Literal["auto", "plain", "hh", "messages"] = "auto"
+    #: Field holding the request (hh / messages: optional, derived from the chosen conversation when absent).
     prompt_field: str = "prompt"
     #: Field holding the preferred answer.
     chosen_field: str = "chosen"

@@ -195,7 +195,7 @@ class SimState:
         self.by_path: dict[str, int] = {}
         self.served: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
-        self.dropped = self.abandoned = self.rate_limited = 0
+        self.dropped = self.abandoned = self.rate_limited = self.admitted = 0
         self.tokens_prompt = self.tokens_completion = 0
         self.batch_requests = 0
         self.first_t: float | None = None
@@ -211,7 +211,7 @@ class SimState:
                 "retried_gt2": sum(1 for n in self.attempts.values() if n > 3),
                 "attempts_total": sum(self.attempts.values()),
                 "served": dict(self.served), "dropped": self.dropped, "abandoned": self.abandoned,
-                "rate_limited": self.rate_limited, "prompt_tokens": self.tokens_prompt,
+                "rate_limited": self.rate_limited, "admitted": self.admitted, "prompt_tokens": self.tokens_prompt,
                 "completion_tokens": self.tokens_completion, "batch_requests": self.batch_requests,
                 "batches": len(self.batches),
                 "first_served_t": self.first_t, "last_served_t": self.last_t,
@@ -258,6 +258,7 @@ class SimState:
             self.req_bucket.level -= 1
         if self.tok_bucket is not None:
             self.tok_bucket.level -= min(tokens, self.tok_bucket.capacity)
+        self.admitted += 1
         self.last_admit_t = time.time()
         if self.first_admit_t is None:
             self.first_admit_t = self.last_admit_t

@@ -1,0 +1,131 @@
+"""Mutation score of the core modules, with cosmic-ray: the killed share per module and overall.
+
+Each module is mutated by cosmic-ray (`pip install cosmic-ray`; 8.x works with Python 3.11) and tested with its
+own test files only (MODULES below), so one module's run stays within a benchmark's time. cosmic-ray edits the
+file it mutates in place, so everything runs in a private copy of the tree (a temporary directory, or --work):
+the working tree is never touched, and others can go on testing it meanwhile.
+
+    nice -n 10 python benchmarks/mutation_score.py cai_core/stages/gate.py
+    nice -n 10 python benchmarks/mutation_score.py --all            # every module of MODULES (hours)
+    python benchmarks/mutation_score.py --list
+
+Output: per module `killed/total (share)`, the surviving mutants (operator, line) and, last,
+``mutation_score_overall: <killed>/<total> (<share>)``. A mutant counts as killed when its test command
+fails or times out; an incompetent mutant (the module no longer imports) counts as killed too, as cosmic-ray
+counts it. Surviving mutants must be read: some are equivalent (no test can tell them apart).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: module -> the test files that are its own (the tree mirrors the source).
+MODULES: dict[str, tuple[str, ...]] = {
+    "cai_core/runtime/engine.py": ("tests/runtime/test_runtime.py", "tests/runtime/test_step_reuse.py"),
+    "cai_core/cleaning/rule.py": ("tests/cleaning/test_rule_clean.py", "tests/cleaning/test_far_repeat.py",
+                                  "tests/cleaning/test_independent_corpus.py"),
+    "cai_core/cleaning/verify.py": ("tests/cleaning/test_verifier.py",),
+    "cai_core/metrics/repetition.py": ("tests/metrics/test_repetition.py",),
+    "cai_core/metrics/detectors/analysis.py": ("tests/metrics/test_detectors.py", "tests/cleaning/test_far_repeat.py"),
+    "cai_core/stages/judge.py": ("tests/tasks/test_judge.py", "tests/stages/test_conversations.py"),
+    "cai_core/stages/gate.py": ("tests/stages/test_gate.py", "tests/stages/test_gate_thresholds.py"),
+    "cai_core/stages/revise.py": ("tests/tasks/test_revise.py", "tests/stages/test_conversations.py"),
+    "cai_core/stages/clean.py": ("tests/cleaning/test_llm_clean.py", "tests/stages/test_conversations.py"),
+    "cai_core/llm/journal.py": ("tests/llm/test_journal.py", "tests/llm/test_journal_signal.py"),
+    "cai_core/stages/report.py": ("tests/stages/test_report_front.py", "tests/stages/test_report_values.py"),
+}
+
+#: What the private copy needs: the package, the tests and their data, the benchmarks some tests import.
+COPIED = ("cai_core", "tests", "benchmarks", "pyproject.toml")
+
+
+def _copy_tree(work: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, work / name, ignore=ignore, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, work / name)
+
+
+def _config(module: str, tests: tuple[str, ...], timeout_s: float) -> str:
+    command = (f"{sys.executable} -m pytest -x -q -p no:cacheprovider --no-header "
+               f"-m 'not slow and not s3 and not gpu' {' '.join(tests)}")
+    return (f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout_s}\nexcluded-modules = []\n'
+            f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
+
+
+def _results(session: Path) -> tuple[int, int, list[tuple[str, int, str]]]:
+    """(killed, total, surviving [(operator, line, occurrence)]) from a cosmic-ray session database."""
+    db = sqlite3.connect(session)
+    rows = db.execute(
+        "SELECT s.operator_name, s.start_pos_row, s.occurrence, r.test_outcome, r.worker_outcome "
+        "FROM mutation_specs s JOIN work_results r ON r.job_id = s.job_id").fetchall()
+    db.close()
+    surviving = [(op.split("/", 1)[-1], line, str(occ)) for op, line, occ, test, worker in rows
+                 if worker == "NORMAL" and test == "SURVIVED"]
+    return len(rows) - len(surviving), len(rows), sorted(surviving, key=lambda s: (s[1], s[0]))
+
+
+def run_module(module: str, tests: tuple[str, ...], work: Path, timeout_s: float) -> tuple[int, int, list]:
+    name = module.replace("/", "_").removesuffix(".py")
+    cfg, session = work / f"{name}.toml", work / f"{name}.sqlite"
+    cfg.write_text(_config(module, tests, timeout_s))
+    session.unlink(missing_ok=True)
+    for step in (["cosmic-ray", "init", str(cfg), str(session)], ["cosmic-ray", "exec", str(cfg), str(session)]):
+        proc = subprocess.run(step, cwd=work, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(step)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return _results(session)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("modules", nargs="*", help="modules (paths) to mutate; default: none (see --all)")
+    ap.add_argument("--all", action="store_true", help="every module of MODULES")
+    ap.add_argument("--list", action="store_true", help="print MODULES and exit")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run (then: killed)")
+    ap.add_argument("--work", help="keep the private copy and the session databases here (default: a temp dir)")
+    args = ap.parse_args(argv)
+    if args.list:
+        for module, tests in MODULES.items():
+            print(f"{module}: {' '.join(tests)}")
+        return 0
+    if shutil.which("cosmic-ray") is None:
+        print("cosmic-ray is not installed: pip install cosmic-ray", file=sys.stderr)
+        return 2
+    modules = list(MODULES) if args.all else args.modules
+    unknown = [m for m in modules if m not in MODULES]
+    if unknown or not modules:
+        print(f"unknown or no modules {unknown}; known: {', '.join(MODULES)}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="cai-mutation-") as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        _copy_tree(work)
+        killed_all = total_all = 0
+        for module in modules:
+            start = time.monotonic()
+            killed, total, surviving = run_module(module, MODULES[module], work, args.timeout)
+            killed_all, total_all = killed_all + killed, total_all + total
+            share = killed / total if total else 1.0
+            print(f"{module}: {killed}/{total} killed ({share:.1%}) in {time.monotonic() - start:.0f} s; "
+                  f"tests: {' '.join(MODULES[module])}")
+            for op, line, occ in surviving:
+                print(f"  survived: line {line}: {op} (occurrence {occ})")
+        share = killed_all / total_all if total_all else 1.0
+        print(f"mutation_score_overall: {killed_all}/{total_all} ({share:.1%})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
