@@ -52,11 +52,10 @@ def compiled(tmp_path_factory):
     return _compile(tmp_path_factory.mktemp("compile"))
 
 
-@pytest.fixture(scope="module")
-def by_step(compiled):
+def tasks_by_step(docs):
     """step -> [(task spec, container spec, kubernetes executor config), ...] from the parsed YAML, for the
     tasks of every DAG (those inside dsl.If/Else too); a step may appear more than once (report)."""
-    _, _, _, (spec, platform) = compiled
+    spec, platform = docs
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     containers = spec["deploymentSpec"]["executors"]
     dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
@@ -69,6 +68,11 @@ def by_step(compiled):
             step = k8s[executor]["podMetadata"]["labels"]["cai/stage"]
             out.setdefault(step, []).append((task, containers[executor]["container"], k8s[executor]))
     return out
+
+
+@pytest.fixture(scope="module")
+def by_step(compiled):
+    return tasks_by_step(compiled[3])
 
 
 def each(by_step, steps=None):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES
-from tests.pipelines.test_compile import _compile
+from tests.pipelines.test_compile import _compile, each, tasks_by_step
 
 OPTIONS = ["cluster.config_map=cai-settings", "cluster.config_map_mount=/etc/cai-settings",
            "cluster.cpu_tolerations=[{key: dedicated, operator: Equal, value: cpu-pool, effect: NoSchedule}]",
@@ -17,36 +17,20 @@ OPTIONS = ["cluster.config_map=cai-settings", "cluster.config_map_mount=/etc/cai
            "cluster.gpu_resource=amd.com/gpu", "cluster.generation_image=trainer"]
 
 
-def _by_step(docs):
-    """step -> [(container spec, kubernetes executor config)] for every task of every DAG."""
-    spec, platform = docs
-    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    containers = spec["deploymentSpec"]["executors"]
-    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
-    out: dict[str, list] = {}
-    for dag in dags:
-        for task in dag["tasks"].values():
-            executor = spec["components"][task["componentRef"]["name"]].get("executorLabel")
-            if executor is not None:
-                step = k8s[executor]["podMetadata"]["labels"]["cai/stage"]
-                out.setdefault(step, []).append((containers[executor]["container"], k8s[executor]))
-    return out
-
-
 @pytest.fixture(scope="module")
 def options(tmp_path_factory):
     cfg, _, out, docs = _compile(tmp_path_factory.mktemp("options"), OPTIONS)
-    return cfg, out.read_text(), _by_step(docs)
+    return cfg, out.read_text(), tasks_by_step(docs)
 
 
 @pytest.fixture(scope="module")
 def defaults(tmp_path_factory):
     cfg, _, out, docs = _compile(tmp_path_factory.mktemp("defaults"))
-    return cfg, out.read_text(), _by_step(docs)
+    return cfg, out.read_text(), tasks_by_step(docs)
 
 
 def _each(by_step, steps):
-    return [(s, c, k) for s, entries in by_step.items() if s in steps for c, k in entries]
+    return [(s, c, k) for s, _, c, k in each(by_step, steps)]
 
 
 def test_every_step_is_compiled(options):
