@@ -5,13 +5,19 @@ flagged, `gate.mode: flag`) it is evaluated and the report presents it; when it 
 nothing is evaluated or promoted and the report (display name "report (not promoted)")
 says which thresholds it broke.
 
+`dpo.iterations: N` repeats the preference round (pairs -> clean -> judge -> dpo -> gate) N times, unrolled
+when the pipeline is built: round k's steps are `pairs_r<k>` ... `gate_r<k>` (cai_core.runtime.steps), its pairs
+are sampled from round k-1's DPO model, which is also its DPO starting point and reference, and it runs only
+inside the `dsl.If` of round k-1's passing gate. A failed round ends the loop: its `dsl.Else` evaluates and
+reports the last round that passed (round 1 failing: nothing is promoted, as above).
+
 `build_pipeline(cfg)` returns the KFP pipeline whose parameter defaults are the
 per-step config payloads of `cfg`, so the same function serves `cai run`
 (kfp.local) and `cai compile` (cluster YAML). Each step receives only the
 config sections it reads, so KFP caching reruns only what changed.
 """
 # No `from __future__ import annotations` here: KFP reads the pipeline's parameter types at runtime.
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from kfp import dsl
 
@@ -30,9 +36,19 @@ from cai_core.config.run import RunConfig
 from cai_core import storage
 from cai_core.runtime.engine import payload
 from cai_core.runtime.run_root import RUN_ID_FIELD
-from cai_core.runtime.steps import STEP_NAMES
+from cai_core.runtime.steps import STEP_NAMES, round_name
 
 PIPELINE_NAME = "cai"
+
+
+class _Round(NamedTuple):
+    """The tasks of one preference round that later steps read."""
+
+    number: int
+    cleaned: Any
+    judged: Any
+    dpo: Any
+    gate: Any
 
 
 def _no_platform(task, step: str):
@@ -56,6 +72,7 @@ def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
     run_root = run_root or default_run_root(cfg)
 
     use_discover = cfg.judge.constitution == "discover"
+    rounds = cfg.dpo.iterations
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Constitutional-AI post-training that does not collapse.")
     def cai_pipeline(
@@ -83,35 +100,63 @@ def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_
                                            config=clean_config, **run)
                                      .set_display_name("clean revisions"), "clean_revisions")
         sft_task = platform(sft(data=cleaned_revisions.outputs["cleaned"], config=sft_config, **run), "sft")
-        pair_task = platform(pairs(prompts=prompts.outputs["prompts"], model=sft_task.outputs["model"],
-                                   config=pairs_config, **run), "pairs")
-        cleaned_pairs = platform(clean(step="clean_pairs", rows=pair_task.outputs["pairs_out"], config=clean_config,
-                                       **run).set_display_name("clean pairs"), "clean_pairs")
-        if use_discover:  # learn the judge's constitution from discover.source first
-            found = platform(discover(config=discover_config, **run), "discover")
-            judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], constitution=found.outputs["constitution"],
-                                    config=judge_config, **run), "judge")
-        else:
-            judged = platform(judge(pairs=cleaned_pairs.outputs["cleaned"], config=judge_config, **run),
-                              "judge")
-        dpo_task = platform(dpo(preferences=judged.outputs["preferences"], sft_model=sft_task.outputs["model"],
-                                config=dpo_config, **run), "dpo")
-        gate_task = platform(gate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
-                                  dpo_model=dpo_task.outputs["model"], config=gate_config,
-                                  **run).set_display_name("collapse gate"), "gate")
-        report_inputs = dict(clean_revisions=cleaned_revisions.outputs["cleaned"], sft=sft_task.outputs["model"],
-                             clean_pairs=cleaned_pairs.outputs["cleaned"], judge=judged.outputs["preferences"],
-                             dpo=dpo_task.outputs["model"], gate=gate_task.outputs["result"], config=report_config,
-                             **run)
-        with dsl.If(gate_task.outputs["verdict"] != "fail", name="gate-passed"):
-            evaluated = platform(evaluate(prompts=eval_prompts.outputs["prompts"], sft_model=sft_task.outputs["model"],
-                                          dpo_model=dpo_task.outputs["model"],
-                                          config=evaluate_config, **run), "evaluate")
-            platform(report(evaluate=evaluated.outputs["results"], **report_inputs), "report")
-        with dsl.Else(name="gate-failed"):
-            platform(report(**report_inputs).set_display_name("report (not promoted)"), "report")
-        # The pipeline's output (available once every step is done): the gate verdict. The
+        found = platform(discover(config=discover_config, **run), "discover") if use_discover else None
+        configs = dict(pairs=pairs_config, clean=clean_config, judge=judge_config, dpo=dpo_config, gate=gate_config)
+
+        def preference_round(k: int, start_model) -> _Round:
+            """pairs -> clean -> judge -> dpo -> gate of round k, from (and against) `start_model`."""
+            def on(task, step: str):  # a later round's steps are named and shown with their round
+                if k > 1:
+                    task.set_display_name(f"{step.replace('_', ' ')} (round {k})")
+                return platform(task, step)
+            pair_task = on(pairs(step=round_name("pairs", k), prompts=prompts.outputs["prompts"], model=start_model,
+                                 config=configs["pairs"], **run), "pairs")
+            cleaned = on(clean(step=round_name("clean_pairs", k), rows=pair_task.outputs["pairs_out"],
+                               config=configs["clean"], **run).set_display_name("clean pairs"), "clean_pairs")
+            constitution = {"constitution": found.outputs["constitution"]} if found is not None else {}
+            judged = on(judge(step=round_name("judge", k), pairs=cleaned.outputs["cleaned"], config=configs["judge"],
+                              **constitution, **run), "judge")
+            dpo_task = on(dpo(step=round_name("dpo", k), preferences=judged.outputs["preferences"],
+                              sft_model=start_model, config=configs["dpo"], **run), "dpo")
+            gate_task = on(gate(step=round_name("gate", k), prompts=eval_prompts.outputs["prompts"],
+                                sft_model=sft_task.outputs["model"], dpo_model=dpo_task.outputs["model"],
+                                config=configs["gate"], **run).set_display_name("collapse gate"), "gate")
+            return _Round(k, cleaned, judged, dpo_task, gate_task)
+
+        def report_on(promoted: _Round, evaluated: bool):
+            """The report of the run whose candidate is `promoted`'s DPO model; evaluated first when it passed."""
+            inputs = dict(clean_revisions=cleaned_revisions.outputs["cleaned"], sft=sft_task.outputs["model"],
+                          clean_pairs=promoted.cleaned.outputs["cleaned"], judge=promoted.judged.outputs["preferences"],
+                          dpo=promoted.dpo.outputs["model"], gate=promoted.gate.outputs["result"],
+                          config=report_config, rounds=rounds, **run)
+            if not evaluated:
+                return platform(report(**inputs).set_display_name("report (not promoted)"), "report")
+            evaluated_task = platform(evaluate(prompts=eval_prompts.outputs["prompts"],
+                                               sft_model=sft_task.outputs["model"],
+                                               dpo_model=promoted.dpo.outputs["model"], config=evaluate_config,
+                                               **run), "evaluate")
+            return platform(report(evaluate=evaluated_task.outputs["results"], **inputs), "report")
+
+        def rounds_from(k: int, start_model, last_passed: "_Round | None") -> _Round:
+            """Round k; when its gate passes, the next round (or, after the last, evaluate and report on it);
+            when it fails, evaluate and report on the last round that passed (none: the report says so)."""
+            this = preference_round(k, start_model)
+            suffix = "" if k == 1 else f"-round-{k}"
+            with dsl.If(this.gate.outputs["verdict"] != "fail", name=f"gate-passed{suffix}"):
+                if k < rounds:
+                    rounds_from(k + 1, this.dpo.outputs["model"], this)
+                else:
+                    report_on(this, evaluated=True)
+            with dsl.Else(name=f"gate-failed{suffix}"):
+                if last_passed is None:
+                    report_on(this, evaluated=False)
+                else:
+                    report_on(last_passed, evaluated=True)
+            return this
+
+        first = rounds_from(1, sft_task.outputs["model"], None)
+        # The pipeline's output (available once every step is done): the first round's gate verdict. The
         # ablation collects it from each member run.
-        return gate_task.outputs["verdict"]
+        return first.gate.outputs["verdict"]
 
     return cai_pipeline

@@ -97,6 +97,13 @@ class JobSpec:
     priority_class: str = ""
     kueue_queue: str = ""
     extra_resources: dict[str, str] = field(default_factory=dict)
+    #: The pipeline step when it is not the stage (a preference round's `dpo_r2`): the job's name, labels and
+    #: CAI_STEP, so the rounds of one run never share a job.
+    step: str = ""
+
+    @property
+    def step_name(self) -> str:
+        return self.step or self.stage
 
 
 def restart_policy(nodes: int) -> str:
@@ -126,7 +133,7 @@ def job_labels(spec: JobSpec) -> dict[str, str]:
 def labels(spec: JobSpec) -> dict[str, str]:
     run = spec.run_id if len(spec.run_id) <= 63 and re.match(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
                                                              spec.run_id) else slug(spec.run_id)[:63].strip("-")
-    return {LABEL_APP: "cai", LABEL_RUN: run, LABEL_STAGE: spec.stage}
+    return {LABEL_APP: "cai", LABEL_RUN: run, LABEL_STAGE: spec.step_name}
 
 
 def command(spec: JobSpec) -> list[str]:
@@ -150,7 +157,7 @@ def _pod_template(spec: JobSpec):
 
     env = [k.V1EnvVar(name=CONFIG_ENV, value=json.dumps(spec.config, sort_keys=True, separators=(",", ":"))),
            k.V1EnvVar(name="CAI_RUN_ID", value=spec.run_id),
-           k.V1EnvVar(name="CAI_STEP", value=spec.stage),
+           k.V1EnvVar(name="CAI_STEP", value=spec.step_name),
            k.V1EnvVar(name="CAI_TRAIN_WORKDIR", value=f"{SCRATCH}/work"),
            k.V1EnvVar(name="CAI_CACHE_DIR", value=f"{SCRATCH}/cai-cache"),
            k.V1EnvVar(name="HF_HOME", value=f"{SCRATCH}/hf"),
@@ -221,7 +228,7 @@ def build_job(spec: JobSpec) -> dict[str, Any]:
     job = KubeflowOrgV1PyTorchJob(
         api_version=API_VERSION,
         kind=KIND,
-        metadata=k.V1ObjectMeta(name=job_name(spec.run_id, spec.stage), namespace=spec.namespace,
+        metadata=k.V1ObjectMeta(name=job_name(spec.run_id, spec.step_name), namespace=spec.namespace,
                                 labels=job_labels(spec), owner_references=owner,
                                 annotations={"cai/data": spec.data_uri, "cai/model": spec.model_uri,
                                              "cai/out": spec.out_uri, ANNOTATION_MAX_RESTARTS: str(spec.restarts)}),

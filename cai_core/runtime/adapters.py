@@ -17,7 +17,7 @@ from cai_core import records, storage
 from cai_core.errors import CaiError, ConfigError
 from cai_core.llm.base import opened
 from cai_core.runtime import artifacts
-from cai_core.runtime.steps import STEP_NAMES, Step
+from cai_core.runtime.steps import STEP_NAMES, Step, round_name, round_names
 from cai_core.stages.base import StageResult
 
 
@@ -38,6 +38,13 @@ class StepContext:
     journal: str
     #: The component's extra parameters (models, roster, ...).
     params: Mapping[str, Any]
+    #: The step's name in this DAG when it is not `step.name`: a preference round's `dpo_r2` (its folder, its
+    #: PyTorchJob and its metrics.json entry).
+    round_name: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.round_name or self.step.name
 
     @property
     def section(self) -> Any:
@@ -151,7 +158,8 @@ def _judge(ctx: StepContext) -> StageResult:
 def _dpo(ctx: StepContext) -> StageResult:
     from cai_core.training.launch import run_training_step
     return run_training_step("dpo", dict(ctx.sections), ctx.inputs["preferences"] / artifacts.PREFERENCES,
-                             str(ctx.inputs["model"] / artifacts.MODEL_DIR), ctx.out_dir, ctx.run_root)
+                             str(ctx.inputs["model"] / artifacts.MODEL_DIR), ctx.out_dir, ctx.run_root,
+                             step=ctx.name)
 
 
 def _gate(ctx: StepContext) -> StageResult:
@@ -181,12 +189,18 @@ def _evaluate(ctx: StepContext) -> StageResult:
 
 def _report(ctx: StepContext) -> StageResult:
     from cai_core.stages import report
-    stages = {}
-    for step in STEP_NAMES:  # every completed step of the run, not only the report's inputs
+    rounds = int(ctx.params.get("rounds", 1))
+    stages, round_logs = {}, {}
+    later_rounds = [name for k in range(2, rounds + 1) for name in round_names(k)]
+    for step in (*STEP_NAMES, *later_rounds):  # every completed step of the run, not only the report's inputs
         path = storage.join(ctx.run_root, step, artifacts.STAGE_FILE)
         if step != ctx.step.name and storage.exists(path):
             stages[step] = json.loads(storage.read_text(path))
-    result = report.run(ctx.section, ctx.inputs, ctx.out_dir, stages=stages)
+    for k in range(1, rounds + 1):
+        log_path = storage.join(ctx.run_root, round_name("dpo", k), artifacts.TRAIN_LOG)
+        if rounds > 1 and storage.exists(log_path):
+            round_logs[k] = [json.loads(line) for line in storage.read_text(log_path).splitlines() if line.strip()]
+    result = report.run(ctx.section, ctx.inputs, ctx.out_dir, stages=stages, rounds=rounds, round_logs=round_logs)
     out = ctx.out_dir
     front = [out / artifacts.REPORT_HTML, out / artifacts.REPORT_MD, out / artifacts.METRICS,
              *sorted((out / artifacts.PLOTS_DIR).glob("*.png"))]

@@ -35,25 +35,28 @@ from cai_core.progress import log
 from cai_core.runtime.adapters import ADAPTERS, StepContext
 from cai_core.runtime.artifacts import MANIFEST_NAME, STAGE_FILE
 from cai_core.runtime.run_root import resolve_run_root
-from cai_core.runtime.steps import STEPS
+from cai_core.runtime.steps import DAG_FIELDS, step_of
 from cai_core.stages.base import StageResult
 
 
 def payload(cfg: RunConfig, step: str) -> str:
-    """The JSON config a step's component receives: only the sections it reads."""
-    return json.dumps({name: getattr(cfg, name).to_dict() for name in STEPS[step].used(cfg)}, sort_keys=True)
+    """The JSON config a step's component receives: only the sections it reads, less the DAG's own fields."""
+    def section(name: str) -> dict:
+        data = getattr(cfg, name).to_dict()
+        return {k: v for k, v in data.items() if k not in DAG_FIELDS.get(name, ())}
+    return json.dumps({name: section(name) for name in step_of(step).used(cfg)}, sort_keys=True)
 
 
 def parse_payload(step: str, text: str) -> dict[str, Any]:
     """Every section of the step, from its payload (a section the payload leaves out takes its defaults)."""
     types = RunConfig.field_types()
     data = json.loads(text)
-    return {name: types[name].from_dict(data.get(name, {}), path=name) for name in STEPS[step].sections}
+    return {name: types[name].from_dict(data.get(name, {}), path=name) for name in step_of(step).sections}
 
 
 def check_inputs(step: str, inputs: dict[str, Path]) -> None:
     """The input artifacts a component passes must be those its step declares."""
-    declared = STEPS[step]
+    declared = step_of(step)
     known = declared.inputs + declared.optional_inputs
     problems = [f"no input artifact '{name}'" for name in declared.inputs if name not in inputs]
     problems += [f"unknown input artifact '{name}'" for name in inputs if name not in known]
@@ -75,7 +78,7 @@ def input_fingerprint(path: Path) -> str:
 def _source_fingerprint(step: str, sections: dict) -> str:
     """What a prepare/discover step's sources hold now (file content, a saved dataset's fingerprints, the Hub
     revision's commit), so an edited input is not reused; prepare_eval's overlap check adds the training prompts'."""
-    stage, own = STEPS[step].stage, sections[STEPS[step].section]
+    stage, own = step_of(step).stage, sections[step_of(step).section]
     if stage in ("discover", "sft"):
         from cai_core.data.inputs import fingerprint as data_fingerprint
         return data_fingerprint(own.source if stage == "discover" else own.helpful_data)
@@ -122,6 +125,10 @@ def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_ro
     out = Path(out_dir)
     in_paths = {k: Path(v) for k, v in inputs.items()}
     try:
+        try:
+            step_of(step)
+        except KeyError:
+            raise StageError(f"unknown step {step!r}") from None
         check_inputs(step, in_paths)
         sections = parse_payload(step, config)
         fp = fingerprint(step, config, in_paths, params, sections)
@@ -134,9 +141,9 @@ def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_ro
         log(f"{step}: started")
         out.mkdir(parents=True, exist_ok=True)
         started = time.time()
-        context = StepContext(step=STEPS[step], sections=sections, inputs=in_paths, out_dir=out, run_root=run_root,
-                              journal=storage.join(run_root, "journal", step), params=params)
-        result = ADAPTERS[step](context)
+        context = StepContext(step=step_of(step), round_name=step, sections=sections, inputs=in_paths, out_dir=out,
+                              run_root=run_root, journal=storage.join(run_root, "journal", step), params=params)
+        result = ADAPTERS[context.step.name](context)
         stage = {"step": step, "fingerprint": fp, "cai_version": cai_core.__version__,
                  "metrics": result.finite_metrics(), "details": result.details,
                  "outputs": {k: str(Path(v).relative_to(out)) for k, v in result.outputs.items()},

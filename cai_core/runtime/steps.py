@@ -105,6 +105,44 @@ STEPS: Mapping[str, Step] = MappingProxyType({step.name: step for step in (
 )})
 
 
+#: The steps one preference round runs, in DAG order. `dpo.iterations: N` repeats them N times; round 1 keeps the
+#: plain names and round k > 1 appends `_r<k>` (`pairs_r2`, ..., `gate_r2`), which names its published folder, its
+#: metrics.json entry and its fingerprint, so each round is reused on its own.
+ROUND_STEPS = ("pairs", "clean_pairs", "judge", "dpo", "gate")
+ROUND_MARK = "_r"
+
+#: Config fields that shape the DAG (read when the pipeline is built) and reach no step's payload, so changing
+#: them changes no step's fingerprint: `dpo.iterations: 2` reuses every step of round 1.
+DAG_FIELDS: Mapping[str, tuple[str, ...]] = MappingProxyType({"dpo": ("iterations",)})
+
+
+def round_name(step: str, round_no: int) -> str:
+    """The name of `step` in preference round `round_no` (1-based): `dpo`, `dpo_r2`, ..."""
+    if step not in ROUND_STEPS:
+        raise KeyError(f"{step} is not a step of a preference round ({', '.join(ROUND_STEPS)})")
+    return step if round_no == 1 else f"{step}{ROUND_MARK}{round_no}"
+
+
+def split_round(name: str) -> tuple[str, int]:
+    """(`dpo`, 2) for `dpo_r2`; (name, 1) for a plain step name. Raises KeyError for a name that is neither."""
+    if name in STEPS:
+        return name, 1
+    base, mark, number = name.rpartition(ROUND_MARK)
+    if mark and base in ROUND_STEPS and number.isdigit() and int(number) >= 2 and str(int(number)) == number:
+        return base, int(number)
+    raise KeyError(name)
+
+
+def step_of(name: str) -> Step:
+    """The Step a DAG step name runs (a round's `judge_r2` runs `judge`); KeyError for an unknown name."""
+    return STEPS[split_round(name)[0]]
+
+
+def round_names(round_no: int) -> tuple[str, ...]:
+    """The step names of preference round `round_no`."""
+    return tuple(round_name(step, round_no) for step in ROUND_STEPS)
+
+
 def named(keep: Callable[[Step], bool]) -> tuple[str, ...]:
     """The names of the steps `keep` accepts, in DAG order."""
     return tuple(name for name, step in STEPS.items() if keep(step))

@@ -77,6 +77,10 @@ LossType = Literal["sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard",
                    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sigmoid_norm"]
 
 
+#: The most preference rounds one pipeline compiles (each round is five more steps of the DAG).
+MAX_ITERATIONS = 8
+
+
 @dataclass(frozen=True)
 class DPOStageConfig(TrainingConfig):
     """DPO (TRL DPOTrainer) against the frozen SFT model."""
@@ -93,6 +97,10 @@ class DPOStageConfig(TrainingConfig):
     precompute_ref_batch_size: int = 0
     #: Pairs whose judge confidence is below this are left out (counted as pairs_low_confidence).
     min_confidence: float = 0.0
+    #: Preference rounds: pairs -> clean -> judge -> dpo -> gate, N times. Round k samples its pairs from round
+    #: k-1's DPO model, which is also its reference; a round that fails the gate ends the loop and the last
+    #: passing round's model is promoted. Rounds after the first are the steps `pairs_r2` ... `gate_r2`, ...
+    iterations: int = 1
 
     # Shared fields (TrainingConfig) with dpo's own default (their docs are TrainingConfig's) ...
     learning_rate: float = 5e-7
@@ -129,6 +137,7 @@ class DPOStageConfig(TrainingConfig):
                 "must be above 0 for loss_type exo_pair")
         require(self.precompute_ref_batch_size >= 0, "precompute_ref_batch_size", "must be 0 (batch size) or more")
         require(0 <= self.min_confidence <= 1, "min_confidence", "must be in [0, 1]")
+        require(1 <= self.iterations <= MAX_ITERATIONS, "iterations", f"must be in [1, {MAX_ITERATIONS}]")
 
 
 def build_example(row: dict, system_prompt: str = "") -> dict:

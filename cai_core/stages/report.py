@@ -31,6 +31,7 @@ from cai_core.config.base import ConfigBase, require
 from cai_core.runtime import artifacts
 from cai_core.runtime.artifacts import STAGE_FILE
 from cai_core.runtime.steps import named
+from cai_core.stages import report_rounds
 from cai_core.stages.base import StageResult
 
 #: The steps that run the clean stage (revisions before SFT, pairs before judging).
@@ -241,13 +242,17 @@ def model_summary(evaluate: Mapping, gate: Mapping | None) -> dict[str, dict[str
 
 
 def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
-        stages: Mapping[str, dict] | None = None) -> StageResult:
+        stages: Mapping[str, dict] | None = None, rounds: int = 1,
+        round_logs: Mapping[int, list[dict]] | None = None) -> StageResult:
     """`stage_dirs`: artifacts to read data from; `stages`: every step's `_stage.json`
-    (default: those found in `stage_dirs`). A `_stage.json` inside a given artifact wins."""
+    (default: those found in `stage_dirs`). A `_stage.json` inside a given artifact wins.
+    `rounds`: the run's preference rounds (dpo.iterations); `round_logs`: round -> its DPO train log rows."""
     stages = dict(stages) if stages is not None else {}
     for name, path in stage_dirs.items():
         if (Path(path) / STAGE_FILE).exists():
             stages[name] = load_stage(Path(path))
+    for name in report_rounds.stale_steps(stages, rounds):  # left by an earlier run of this id
+        stages.pop(name)
     gate = _gate_details(stage_dirs, stages)
     if gate is not None and gate.get("verdict") == "fail" and "evaluate" not in stage_dirs:
         stages.pop("evaluate", None)  # left by an earlier run of this id: not this run's result
@@ -258,6 +263,8 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     doc = _Doc(cfg.title)
     pipeline_run = any(name != "evaluate" for name in stages)  # else: `cai evaluate` on its own
     warnings = _front_matter(doc, stages, gate, models)
+    if rounds > 1:
+        doc.para(report_rounds.outcome(stages, rounds))
     if pipeline_run:
         doc.para("Pipeline: prepare -> revise -> clean -> SFT -> pairs -> clean -> judge -> DPO -> collapse gate -> "
                  "evaluate -> report.")
@@ -271,6 +278,8 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     if pipeline_run:
         doc.heading("Collapse gate")
         _gate_section(doc, gate)
+    if rounds > 1:
+        n_plots += _rounds_section(doc, stages, rounds, round_logs or {}, plots_dir, cfg.dpi)
 
     doc.heading("Evaluation")
     per_model = evaluate.get("details", {}).get("per_model", {})
@@ -348,6 +357,47 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     return StageResult(outputs={"html": out_dir / artifacts.REPORT_HTML, "markdown": out_dir / artifacts.REPORT_MD,
                                 "metrics": out_dir / artifacts.METRICS},
                        metrics=result_metrics)
+
+
+def _rounds_section(doc: _Doc, stages: Mapping[str, dict], rounds: int, round_logs: Mapping[int, list[dict]],
+                    plots_dir: Path, dpi: int) -> int:
+    """A table of the preference rounds, their collapse metrics side by side and every round's DPO margins."""
+    done = report_rounds.rounds_run(stages, rounds)
+    doc.heading("Preference rounds")
+    if not done:
+        doc.para("No preference round reached DPO.")
+        return 0
+    doc.table(["round", "pairs", "judged pairs", "dpo steps", "last reward margin", "gate"]
+              + [f"dpo {k}" for k in report_rounds.COLLAPSE_KEYS], report_rounds.summary_rows(stages, done))
+    n = 0
+    series = report_rounds.collapse_series(stages, done)
+    if series:
+        png = _bars(series, ["sft"] + [f"round {k}" for k in done], "Collapse metrics on the gate's probes", dpi)
+        (plots_dir / "rounds_collapse.png").write_bytes(png)
+        doc.image("Collapse metrics per round (the SFT model first)", png, "rounds_collapse.png")
+        n += 1
+    margins = report_rounds.margin_series({k: v for k, v in round_logs.items() if k in done})
+    if margins:
+        png = _plot(margins, "DPO reward margin per round", dpi)
+        (plots_dir / "rounds_margins.png").write_bytes(png)
+        doc.image("DPO reward margins, one line per round", png, "rounds_margins.png")
+        n += 1
+    return n
+
+
+def _bars(series: Mapping[str, list[float | None]], groups: list[str], title: str, dpi: int) -> bytes:
+    """One panel per metric, one bar per group (missing values left out)."""
+    plt, fig, axes = _figure(width=3.0 * len(series), height=2.8, dpi=dpi, ncols=len(series))
+    axes = axes if len(series) > 1 else [axes]
+    for ax, (metric, values) in zip(axes, series.items()):
+        ax.bar(range(len(groups)), [v if v is not None else 0.0 for v in values],
+               color=["#888"] + ["#3a6ea5"] * (len(groups) - 1))
+        ax.set_xticks(range(len(groups)), groups, fontsize=7)
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title, fontsize=10)
+    return _png(plt, fig)
 
 
 def _policy_names(stages: Mapping[str, dict]) -> list[str]:

@@ -151,7 +151,7 @@ def owner_from_env() -> dict[str, str] | None:
 
 
 def job_spec(stage: str, section: Any, lc: Any, cluster: Any, *, run_id: str, data_uri: str, model_uri: str,
-             out_uri: str):
+             out_uri: str, step: str = ""):
     """The JobSpec of a stage's PyTorchJob from the train (lc) and cluster sections."""
     from cai_core import deepspeed_configs
     from cai_core.k8s.pytorchjob import SECRET_ENV, JobSpec
@@ -173,7 +173,7 @@ def job_spec(stage: str, section: Any, lc: Any, cluster: Any, *, run_id: str, da
     if owner and owner["kind"] == "Pod" and _pod_namespace() not in (None, namespace):
         owner = None  # an owner must live in the job's namespace
     return JobSpec(
-        stage=stage, run_id=run_id, namespace=namespace,
+        stage=stage, step=step if step != stage else "", run_id=run_id, namespace=namespace,
         image=lc.image or os.environ.get("CAI_TRAINER_IMAGE") or cluster.image("trainer"),
         data_uri=data_uri, model_uri=model_uri, out_uri=out_uri, config={stage: shipped},
         nodes=lc.nodes, gpus_per_node=lc.gpus_per_node, gpu_resource=cluster.gpu_resource,
@@ -227,13 +227,14 @@ def _published_model(run_root: str, local_model_dir: Path) -> str | None:
 
 
 def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, out_dir: Path, run_root: str,
-                      emit=None, api_client=None) -> StageResult:
+                      emit=None, api_client=None, step: str = "") -> StageResult:
     """A pipeline step's training (the runtime's sft and dpo steps): in process, or through a PyTorchJob.
 
     `model`: for sft the configured name ('tiny', a hub id, a local directory); for dpo the local directory of
     the SFT step's model. With ``train.launcher: pytorchjob`` the data file is uploaded to <work>/input/, a local
     model directory is replaced by its published s3:// copy (or uploaded), and the job's <work>/final is
-    downloaded into `out_dir`.
+    downloaded into `out_dir`. `step`: the pipeline step when it is not the stage (a preference round's
+    `dpo_r2`), which gets its own work location and job.
     """
     from cai_core.k8s.config import LauncherConfig
 
@@ -243,7 +244,9 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
         from cai_core.models.registry import resolve_model
 
         return stage_module(stage).run(section, Path(data), resolve_model(model), Path(out_dir))
-    work = lc.work_uri or storage.join(run_root, "_train", stage)
+    step = step or stage
+    work = storage.join(lc.work_uri, step) if lc.work_uri and step != stage else (
+        lc.work_uri or storage.join(run_root, "_train", step))
     if not storage.is_remote(work):
         raise ConfigError(f"train.launcher pytorchjob: the job's work location {work} is local; set output_dir "
                           "(or train.work_uri) to an s3:// prefix")
@@ -258,7 +261,7 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
 
     run_id = os.environ.get("CAI_RUN_ID") or run_id_of(run_root)  # run_root is resolved (engine.resolve_run_root)
     spec = job_spec(stage, section, lc, cluster_config(cfgs), run_id=run_id, data_uri=data_uri,
-                    model_uri=model_uri, out_uri=work)
+                    model_uri=model_uri, out_uri=work, step=step)
     launcher, manifest = launch(spec, lc, api_client=api_client, emit=emit)
     result = collect(work, Path(out_dir))
     result.details.update(pytorchjob=manifest["metadata"]["name"], namespace=spec.namespace,

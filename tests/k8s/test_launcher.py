@@ -288,6 +288,40 @@ def test_dpo_step_uses_the_published_sft_model(fake, s3_bucket, tmp_path, monkey
     assert storage.exists(f"{run_root}/_train/dpo2/input/model/config.json")
 
 
+@pytest.mark.s3
+def test_a_later_preference_round_gets_its_own_job_and_trains_from_the_last_round(fake, s3_bucket, tmp_path,
+                                                                                   monkeypatch):
+    """dpo_r2 (dpo.iterations: 2) starts from round 1's published DPO model, in its own work location and job."""
+    for var in ("CAI_CLUSTER_CONFIG", "CAI_RUN_ID"):
+        monkeypatch.delenv(var, raising=False)
+    run_root = f"s3://{s3_bucket}/runs/r3"
+    dpo_artifact = tmp_path / "dpo_artifact"
+    (dpo_artifact / "model").mkdir(parents=True)
+    (dpo_artifact / "model" / "config.json").write_text("{}")
+    (dpo_artifact / "_stage.json").write_text(json.dumps({"step": "dpo", "fingerprint": "fp-r1"}))
+    storage.copy_dir(str(dpo_artifact), f"{run_root}/dpo")  # round 1's published DPO step
+    data = tmp_path / "train.jsonl"
+    write_jsonl(data, [{"id": "a", "prompt": "p", "chosen": "x", "rejected": "y", "principle": "q",
+                        "confidence": 1.0}])
+    seen = []
+    fake.on_success.append(lambda job: (seen.append(job), _fake_trainer_output(
+        job["metadata"]["annotations"]["cai/out"], tmp_path / f"job{len(seen)}", "dpo")))
+    cfgs = {"dpo": dpo.DPOStageConfig(), "train": LauncherConfig(launcher="pytorchjob", poll_interval_s=0.5)}
+    run_training_step("dpo", cfgs, data, str(dpo_artifact / "model"), tmp_path / "o1", run_root,
+                      api_client=fake.api_client(), step="dpo_r2")
+    run_training_step("dpo", cfgs, data, str(dpo_artifact / "model"), tmp_path / "o2", run_root,
+                      api_client=fake.api_client())
+    round_two, round_one = seen
+    assert round_two["metadata"]["annotations"]["cai/model"] == f"{run_root}/dpo/model"
+    assert round_two["metadata"]["annotations"]["cai/out"] == f"{run_root}/_train/dpo_r2"
+    assert round_one["metadata"]["annotations"]["cai/out"] == f"{run_root}/_train/dpo"
+    assert round_two["metadata"]["name"] != round_one["metadata"]["name"]
+    assert round_two["metadata"]["labels"]["cai/stage"] == "dpo_r2"
+    master = round_two["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert {"name": "CAI_STEP", "value": "dpo_r2"} in master["env"]
+    assert " train dpo " in " ".join(master["command"] + master.get("args", []))  # the stage it trains is dpo
+
+
 def test_pytorchjob_step_needs_remote_storage(tmp_path):
     cfgs = {"sft": sft.SFTStageConfig(), "train": LauncherConfig(launcher="pytorchjob")}
     with pytest.raises(CaiError, match="is local; set output_dir"):
