@@ -182,7 +182,9 @@ def datatrove_filter():
     try:
         from datatrove.data import Document
         from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
-    except ImportError:
+    except ImportError as exc:
+        print(f"datatrove: not installed ({exc}); pip install -e '.[bench]' (or pip install --no-deps "
+              f"datatrove==0.10.1 plus loguru, humanize and spacy, leaving torch alone)")
         return None
     repetition, quality = GopherRepetitionFilter(), GopherQualityFilter()
 
@@ -194,7 +196,11 @@ def datatrove_filter():
                 return True
         return False
 
-    dropped("A warm-up text so the tokenizer is loaded before timing starts.", "")
+    try:  # datatrove imports its word tokenizer (spacy) lazily, on the first text
+        dropped("A warm-up text so the tokenizer is loaded before timing starts.", "")
+    except ImportError as exc:
+        print(f"datatrove: installed, but its English word tokenizer is not ({exc}); pip install -e '.[bench]'")
+        return None
     return dropped
 
 
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     peer_fn = lambda text, prompt: rule_clean(text, prompt, slow_cfg).text  # noqa: E731
     datatrove_fn = None if args.no_datatrove else datatrove_filter()
     if datatrove_fn is None and not args.no_datatrove:
-        print("datatrove: not installed (pip install -e '.[bench]'); its peer is skipped")
+        print("datatrove peer skipped (see above); --no-datatrove runs without it")
     # ours and peer 1 alternate pass by pass (best pass kept), so load on the machine hits both alike
     t_ours = t_peer = float("inf")
     for _ in range(args.repeat):

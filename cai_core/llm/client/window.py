@@ -4,9 +4,9 @@ Nobody tells the client an endpoint's limits, and they change (tiers, keys share
 window finds them the way TCP finds a link's capacity, with the two signals an endpoint gives:
 
 * **429 (loss)**: AIMD. While replies come back without 429s and latency holds, the window grows:
-  doubling every round trip at first (slow start, to get from the starting window to a large ceiling in
-  a few seconds), then additively, quickly back towards the size of the last cut and by one request a
-  round beyond it (probing). A 429 cuts it multiplicatively, to `backoff` times the requests that were
+  tripling every round trip at first (slow start: `slow_start_gain` more per reply, to get from the
+  starting window to a large ceiling in a few round trips), then additively, quickly back towards the size
+  of the last cut and by one request a round beyond it (probing). A 429 cuts it multiplicatively, to `backoff` times the requests that were
   actually on the wire (what the server was admitting when it said no), at most once per round trip:
   the 429s of requests sent before the cut took effect say nothing new. The request's own Retry-After
   is honoured by the rate limiter, as without a window.
@@ -37,10 +37,12 @@ class ConcurrencyWindow:
 
     def __init__(self, initial: int, maximum: int, *, adaptive: bool = True, minimum: int = 1,
                  backoff: float = 0.9, latency_tolerance: float = 2.0, min_round: int = 8,
+                 slow_start_gain: float = 2.0,
                  clock: Callable[[], float] = time.monotonic):
         self.maximum, self.minimum = maximum, max(1, min(minimum, maximum))
         self.adaptive = adaptive
         self.backoff, self.latency_tolerance, self.min_round = backoff, latency_tolerance, min_round
+        self.slow_start_gain = slow_start_gain
         self.clock = clock
         self.limit = float(min(max(initial, self.minimum), maximum) if adaptive else maximum)
         self.slow_start = adaptive
@@ -113,7 +115,7 @@ class ConcurrencyWindow:
             return
         self._paced = paced
         if (self.slow_start or paced) and (self.on_wire + 1) * 2 >= self.limit:
-            self._set(self.limit + 1)  # +1 per reply: doubling per round trip
+            self._set(self.limit + self.slow_start_gain)  # +2 per reply: tripling per round trip
         self._lat_sum += latency_s
         self._lat_n += 1
         self._round_n += 1
