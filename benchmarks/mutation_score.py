@@ -12,11 +12,14 @@ the working tree is never touched, and others can go on testing it meanwhile.
 Output: per module `killed/total (share)`, the surviving mutants (operator, line) and, last,
 ``mutation_score_overall: <killed>/<total> (<share>)``. A mutant counts as killed when its test command
 fails or times out; an incompetent mutant (the module no longer imports) counts as killed too, as cosmic-ray
-counts it. Surviving mutants must be read: some are equivalent (no test can tell them apart).
+counts it. Surviving mutants must be read: some are equivalent (no test can tell them apart). Mutants inside
+annotations of a module with `from __future__ import annotations` are equivalent by construction (nothing
+evaluates them): they are marked skipped before the run and left out of the counts.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import sqlite3
 import subprocess
@@ -36,10 +39,12 @@ MODULES: dict[str, tuple[str, ...]] = {
     "cai_core/metrics/repetition.py": ("tests/metrics/test_repetition.py",),
     "cai_core/metrics/detectors/analysis.py": ("tests/metrics/test_detectors.py", "tests/cleaning/test_far_repeat.py"),
     "cai_core/stages/judge.py": ("tests/tasks/test_judge.py", "tests/stages/test_conversations.py"),
-    "cai_core/stages/gate.py": ("tests/stages/test_gate.py", "tests/stages/test_gate_thresholds.py"),
+    "cai_core/stages/gate.py": ("tests/stages/test_gate.py", "tests/stages/test_gate_thresholds.py",
+                                "tests/stages/test_gate_config.py"),
     "cai_core/stages/revise.py": ("tests/tasks/test_revise.py", "tests/stages/test_conversations.py"),
     "cai_core/stages/clean.py": ("tests/cleaning/test_llm_clean.py", "tests/stages/test_conversations.py"),
-    "cai_core/llm/journal.py": ("tests/llm/test_journal.py", "tests/llm/test_journal_signal.py"),
+    "cai_core/llm/journal.py": ("tests/llm/test_journal.py", "tests/llm/test_journal_signal.py",
+                                "tests/llm/test_journal_records.py"),
     "cai_core/stages/report.py": ("tests/stages/test_report_front.py", "tests/stages/test_report_values.py"),
 }
 
@@ -64,13 +69,55 @@ def _config(module: str, tests: tuple[str, ...], timeout_s: float) -> str:
             f'test-command = "{command}"\n\n[cosmic-ray.distributor]\nname = "local"\n')
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """((row, col), (end row, end col)) of every annotation in `source`, when the module has
+    `from __future__ import annotations`: such annotations are strings that nothing evaluates (the package never
+    calls get_type_hints), so a mutant inside one (`int | None` -> `int + None`) is equivalent by construction."""
+    tree = ast.parse(source)
+    if not any(isinstance(n, ast.ImportFrom) and n.module == "__future__" and
+               any(a.name == "annotations" for a in n.names) for n in tree.body):
+        return []
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            found += [x.annotation for x in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]
+                      if x is not None and x.annotation is not None]
+            found += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in found]
+
+
+def _skip_annotation_mutants(module: Path, session: Path) -> int:
+    """Mark the mutants inside annotations (see annotation_spans) SKIPPED before `cosmic-ray exec`: they are
+    neither run nor counted. Returns how many."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(module.read_text())
+    skipped = 0
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        for item in list(db.pending_work_items):
+            for spec in item.mutations:
+                start = (spec.start_pos[0], spec.start_pos[1])
+                if any(lo <= start and (spec.end_pos[0], spec.end_pos[1]) <= hi for lo, hi in spans):
+                    db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED,
+                                                          output="equivalent: inside an unevaluated annotation"))
+                    skipped += 1
+                    break
+    return skipped
+
+
 def _results(session: Path) -> tuple[int, int, list[tuple[str, int, str]]]:
-    """(killed, total, surviving [(operator, line, occurrence)]) from a cosmic-ray session database."""
+    """(killed, total, surviving [(operator, line, occurrence)]) from a cosmic-ray session database; the mutants
+    marked SKIPPED (inside annotations) are not counted."""
     db = sqlite3.connect(session)
     rows = db.execute(
         "SELECT s.operator_name, s.start_pos_row, s.occurrence, r.test_outcome, r.worker_outcome "
         "FROM mutation_specs s JOIN work_results r ON r.job_id = s.job_id").fetchall()
     db.close()
+    rows = [r for r in rows if r[4] != "SKIPPED"]
     surviving = [(op.split("/", 1)[-1], line, str(occ)) for op, line, occ, test, worker in rows
                  if worker == "NORMAL" and test == "SURVIVED"]
     return len(rows) - len(surviving), len(rows), sorted(surviving, key=lambda s: (s[1], s[0]))
@@ -82,6 +129,9 @@ def run_module(module: str, tests: tuple[str, ...], work: Path, timeout_s: float
     cfg.write_text(_config(module, tests, timeout_s))
     session.unlink(missing_ok=True)
     for step in (["cosmic-ray", "init", str(cfg), str(session)], ["cosmic-ray", "exec", str(cfg), str(session)]):
+        if step[1] == "exec":
+            skipped = _skip_annotation_mutants(work / module, session)
+            print(f"{module}: {skipped} mutants inside annotations skipped (equivalent)", flush=True)
         proc = subprocess.run(step, cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(step)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")

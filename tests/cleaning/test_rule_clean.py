@@ -276,7 +276,9 @@ def test_ten_megabytes_is_fast(kind):
     out = rule_clean(text)
     elapsed = time.perf_counter() - t0
     print(f"\nrule_clean on 10 MB ({kind}): {elapsed:.2f}s -> {len(out.text)} chars, {out.reasons}")
-    assert elapsed < 8.0
+    # a loose bound that a loaded shared CPU cannot reach (typically 1-2 s); it fails a quadratic blow-up, which
+    # takes minutes on 10 MB. The throughput figure itself is benchmarks/clean_throughput.py's.
+    assert elapsed < 60.0
     if want is not None:
         assert out.text == want
 

@@ -51,6 +51,7 @@ def test_another_watch_error_is_a_clear_failure(fake, how):
     fake.scenario = "hang"
     fake.watch_errors = [(how, 500)]
     manifest = _manifest()
+    # the job never ends ("hang"): a launcher that swallowed the error would wait for it until its own timeout
     with pytest.raises(CaiError, match=rf"watch pytorchjob {NS}/{manifest['metadata']['name']}.*500"):
-        _launcher(fake, poll_interval_s=0.3).run(manifest)
+        _launcher(fake, poll_interval_s=0.3, timeout_s=30).run(manifest)
     assert fake.watch_errors_sent == [(how, 500)]
