@@ -21,9 +21,11 @@ task with its step name. It applies, from `cfg.cluster` (see cai_core/config/clu
   cluster section as JSON: node selector, tolerations, shm, secret refs) and
   the pod's name and uid (CAI_POD_NAME, CAI_POD_UID) for an owner reference;
 * Secrets as env, each only where it is read: S3 keys everywhere, the teacher
-  key for clean/judge/evaluate, the HF token where the policy model is loaded;
+  key for clean/judge/evaluate, the HF token where the policy model is loaded and where hf: data sets
+  are read (prepare, discover; sft reads sft.helpful_data in its launcher pod);
 * retries with exponential backoff on transient steps, pod deadlines, KFP
-  caching off for the steps listed in no_cache_steps, image pull secrets.
+  caching off for the steps listed in no_cache_steps and for those that read the user's data sets
+  (prepare, discover: DATA_STEPS), image pull secrets.
 
 The config payloads stay per step (cai_core.runtime.engine.payload): the cluster
 section reaches no payload, so changing a toleration does not invalidate
@@ -63,6 +65,10 @@ TEACHER_STEPS = named(lambda step: step.needs_teacher)
 MODEL_STEPS = named(lambda step: step.loads_model)
 #: ... and the HF token also where hf: data sets are read (prepare, discover).
 HF_STEPS = named(lambda step: step.loads_model or step.reads_datasets)
+#: Steps KFP never serves from its cache, whatever no_cache_steps says: they read the user's data sets, whose
+#: content may change under an unchanged config (a file rewritten in place, a new commit of an hf: dataset); the
+#: engine's fingerprint of each source (cai_core.data.inputs.fingerprint) then decides whether to reuse the output.
+DATA_STEPS = named(lambda step: step.reads_datasets)
 SECRET_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
               "hf_token": "HF_TOKEN"}
 LABEL_APP, LABEL_STAGE = "app", "cai/stage"
@@ -95,7 +101,7 @@ def platform(cfg: RunConfig) -> Callable:
         task.set_container_image(c.step_image(step))
         for key, value in ((LABEL_APP, "cai"), (LABEL_STAGE, step)):
             kubernetes.add_pod_label(task, key, value)
-        task.set_caching_options(enable_caching=step not in c.no_cache_steps)
+        task.set_caching_options(enable_caching=step not in c.no_cache_steps and step not in DATA_STEPS)
         if step in c.retry_steps and c.retries > 0:
             task.set_retry(num_retries=c.retries, backoff_duration=f"{c.retry_backoff_s}s",
                            backoff_factor=c.retry_backoff_factor, backoff_max_duration=f"{c.retry_backoff_max_s}s")

@@ -175,7 +175,8 @@ class ClusterConfig(ConfigBase):
     #: Per-step pod deadline in seconds, overriding default_timeout_s (0 = none).
     timeouts_s: dict[str, int] = field(default_factory=_default_timeouts)
     #: Steps KFP must never serve from its cache: prepare reads external files whose content may
-    #: change under an unchanged config (KFP would return stale outputs).
+    #: change under an unchanged config (KFP would return stale outputs). The steps that read data sets
+    #: (prepare_prompts, prepare_eval, discover) are never cached, listed here or not.
     no_cache_steps: tuple[str, ...] = ("prepare_prompts", "prepare_eval")
 
     #: Kubernetes namespace of the runs (the Kubeflow profile namespace in multi-user mode).

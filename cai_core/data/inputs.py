@@ -18,7 +18,7 @@ Rows come as ``(n, row)``: n is the 1-based line of a JSONL file, else the 1-bas
 failure is an `InputError` with one line: the file or dataset, and what is wrong (no such file, unknown
 dataset, split or config, no network, ``HF_HUB_OFFLINE=1`` with nothing cached, a gated dataset without a
 token). `fingerprint(source)` changes whenever the data may have: file bytes, a saved dataset's own
-fingerprints, or the Hub revision's commit.
+fingerprints (and file sizes), an S3 object's ETag, or the commit the Hub serves for the revision.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from typing import Any, Iterator
 from urllib.parse import parse_qsl
 
 from cai_core import records, storage
-from cai_core.errors import InputError
+from cai_core.errors import CaiError, InputError
 
 #: Files read through `datasets`, by suffix -> the `datasets` packaged builder.
 DATASET_FILES = {".parquet": "parquet", ".arrow": "arrow", ".csv": "csv"}
@@ -320,22 +320,27 @@ def fingerprint(source: str, builtins: tuple[str, ...] = ()) -> str:
     if spec.kind == "builtin":
         path = builtin_path(spec.location)
         return _file_digest(path) if path.exists() else source
-    if storage.is_remote(spec.location):
-        return source
     if spec.kind == "hf":
         return f"{source}#{hub_revision(spec)}"
+    if storage.is_remote(spec.location):  # an object rewritten under the same URI gets a new ETag
+        try:
+            return f"{source}#{storage.object_version(spec.location)}"
+        except CaiError:  # missing or unreachable: opening the source reports it clearly
+            return f"{source}#unresolved"
     path = Path(spec.location)
     if not path.exists():
         return ""
     if path.is_file():
         return _file_digest(path)
     digest = hashlib.sha256((spec.split or "").encode())
-    if spec.kind == "disk":  # save_to_disk records a fingerprint per split: cheap and exact
+    if spec.kind == "disk":  # save_to_disk records a fingerprint per split; with every file's size: cheap
         states = sorted(path.rglob("state.json"))
         if states:
             for state in states:
                 digest.update(str(state.relative_to(path)).encode())
                 digest.update(str(json.loads(state.read_text()).get("_fingerprint")).encode())
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                digest.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
             return digest.hexdigest()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         digest.update(str(f.relative_to(path)).encode())

@@ -501,12 +501,21 @@ def _pipeline_sections(doc: _Doc, metrics_json: Mapping[str, Any]) -> None:
 
 
 def _prompt_lines(metrics_json: Mapping[str, Any]) -> list[str]:
-    """The prompts' mix (counts per source) and the train/eval overlap rate, from the prepare steps' metrics."""
+    """Every mix (counts per source: training and evaluation prompts, SFT's helpful data) and the train/eval
+    overlap rate, from the prepare and sft steps' metrics."""
     lines = []
-    train = metrics_json.get("prepare_prompts") or {}
-    mix = {k[4:-5]: int(v) for k, v in train.items() if k.startswith("mix.") and k.endswith(".rows")}
-    if mix:
-        lines.append("Training prompts mixed from " + ", ".join(f"{n}: {c}" for n, c in mix.items()) + ".")
+    for step, what in (("prepare_prompts", "Training"), ("prepare_eval", "Evaluation")):
+        got = metrics_json.get(step) or {}
+        mix = {k[4:-5]: int(v) for k, v in sorted(got.items()) if k.startswith("mix.") and k.endswith(".rows")}
+        if mix:
+            short = [f"{n} {int(got[f'mix.{n}.short'])} short" for n in mix if got.get(f"mix.{n}.short")]
+            lines.append(f"{what} prompts mixed from " + ", ".join(f"{n}: {c}" for n, c in mix.items())
+                         + (f" ({', '.join(short)} of its target)" if short else "") + ".")
+    sft = metrics_json.get("sft") or {}
+    if "helpful_rows" in sft:
+        lines.append(f"SFT data mixed from cai: {int(sft.get('cai_rows', 0))}, helpful (sft.helpful_data): "
+                     f"{int(sft['helpful_rows'])}" + (f" ({int(sft['helpful_short'])} short of its target)"
+                                                      if sft.get("helpful_short") else "") + ".")
     ev = metrics_json.get("prepare_eval") or {}
     if "overlap_rate" in ev:
         n = int(ev.get("overlap_exact", 0) + ev.get("overlap_near", 0))

@@ -11,7 +11,7 @@ from typing import IO, Any
 from cai_core.errors import StorageError
 from cai_core.storage.config import _MB, StorageConfig
 from cai_core.storage.errors import NotFoundError, _guard
-from cai_core.storage.local import _atomic_local, _CallerStream, _copy_stream
+from cai_core.storage.local import _atomic_local, _CallerStream, _copy_stream, file_sha256
 from cai_core.storage.s3 import _s3, _transfers
 from cai_core.storage.uris import _local, is_remote, join
 
@@ -184,6 +184,19 @@ def list_files(uri_prefix: str, cfg: StorageConfig | None = None) -> list[str]:
                 if not obj["Key"].endswith("/"):  # skip "directory marker" objects
                     out.append(f"s3://{bucket}/{obj['Key']}")
     return sorted(out)
+
+
+def object_version(uri: str, cfg: StorageConfig | None = None) -> str:
+    """A string that changes whenever the file/object's content may have: its sha256 locally, the ETag, size and
+    modification time on S3 (one HEAD request; the content is not read). Missing: `NotFoundError`."""
+    uri = os.fspath(uri)
+    if not is_remote(uri):
+        with _guard("read", uri):
+            return file_sha256(_local(uri))
+    bucket, key, client, cfg = _s3(uri, cfg)
+    with _guard("check", uri, cfg, client):
+        head = client.head_object(Bucket=bucket, Key=key)
+    return f"{head.get('ETag', '')}:{head.get('ContentLength', '')}:{head.get('LastModified', '')}"
 
 
 def _list_sizes(uri: str, cfg: StorageConfig) -> dict[str, int]:
