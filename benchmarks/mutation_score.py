@@ -7,6 +7,7 @@ the working tree is never touched, and others can go on testing it meanwhile.
 
     nice -n 10 python benchmarks/mutation_score.py cai_core/stages/gate.py
     nice -n 10 python benchmarks/mutation_score.py --all            # every module of MODULES (hours)
+    nice -n 10 python benchmarks/mutation_score.py --all --sample 40 # 40 random mutants a module: an estimate
     python benchmarks/mutation_score.py --list
 
 Output: per module `killed/total (share)`, the surviving mutants (operator, line) and, last,
@@ -109,6 +110,32 @@ def _skip_annotation_mutants(module: Path, session: Path) -> int:
     return skipped
 
 
+def _sample_mutants(session: Path, keep: int, seed: int) -> int:
+    """Leave `keep` pending mutants, drawn at random (seeded), and mark the others SKIPPED: a sampled score, for
+    a module whose every mutant would take hours. Returns how many were left out."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+        left_out = set(pending) - set(random.Random(seed).sample(pending, min(keep, len(pending))))
+        for job_id in sorted(left_out):
+            db.set_result(job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not sampled"))
+    return len(left_out)
+
+
+def wilson_interval(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a killed share measured on a random sample of `total` mutants."""
+    if total == 0:
+        return 0.0, 1.0
+    p = killed / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * ((p * (1 - p) / total + z * z / (4 * total * total)) ** 0.5) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def _results(session: Path) -> tuple[int, int, list[tuple[str, int, str]]]:
     """(killed, total, surviving [(operator, line, occurrence)]) from a cosmic-ray session database; the mutants
     marked SKIPPED (inside annotations) are not counted."""
@@ -123,7 +150,8 @@ def _results(session: Path) -> tuple[int, int, list[tuple[str, int, str]]]:
     return len(rows) - len(surviving), len(rows), sorted(surviving, key=lambda s: (s[1], s[0]))
 
 
-def run_module(module: str, tests: tuple[str, ...], work: Path, timeout_s: float) -> tuple[int, int, list]:
+def run_module(module: str, tests: tuple[str, ...], work: Path, timeout_s: float, sample: int = 0,
+               seed: int = 0) -> tuple[int, int, list]:
     name = module.replace("/", "_").removesuffix(".py")
     cfg, session = work / f"{name}.toml", work / f"{name}.sqlite"
     cfg.write_text(_config(module, tests, timeout_s))
@@ -132,6 +160,9 @@ def run_module(module: str, tests: tuple[str, ...], work: Path, timeout_s: float
         if step[1] == "exec":
             skipped = _skip_annotation_mutants(work / module, session)
             print(f"{module}: {skipped} mutants inside annotations skipped (equivalent)", flush=True)
+            if sample:
+                left_out = _sample_mutants(session, sample, seed)
+                print(f"{module}: a random sample of {sample} mutants (seed {seed}); {left_out} not run", flush=True)
         proc = subprocess.run(step, cwd=work, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(step)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
@@ -144,6 +175,10 @@ def main(argv=None) -> int:
     ap.add_argument("--all", action="store_true", help="every module of MODULES")
     ap.add_argument("--list", action="store_true", help="print MODULES and exit")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant's test run (then: killed)")
+    ap.add_argument("--sample", type=int, default=0,
+                    help="run only this many mutants per module, drawn at random (0 = all); the score is then an "
+                         "estimate, printed with its 95%% interval")
+    ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
     ap.add_argument("--work", help="keep the private copy and the session databases here (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.list:
@@ -165,15 +200,18 @@ def main(argv=None) -> int:
         killed_all = total_all = 0
         for module in modules:
             start = time.monotonic()
-            killed, total, surviving = run_module(module, MODULES[module], work, args.timeout)
+            killed, total, surviving = run_module(module, MODULES[module], work, args.timeout, args.sample, args.seed)
             killed_all, total_all = killed_all + killed, total_all + total
             share = killed / total if total else 1.0
-            print(f"{module}: {killed}/{total} killed ({share:.1%}) in {time.monotonic() - start:.0f} s; "
-                  f"tests: {' '.join(MODULES[module])}")
+            interval = " (95%% interval %.1f%%-%.1f%%)" % tuple(100 * x for x in wilson_interval(killed, total))
+            print(f"{module}: {killed}/{total} killed ({share:.1%}){interval if args.sample else ''} in "
+                  f"{time.monotonic() - start:.0f} s; tests: {' '.join(MODULES[module])}", flush=True)
             for op, line, occ in surviving:
                 print(f"  survived: line {line}: {op} (occurrence {occ})")
         share = killed_all / total_all if total_all else 1.0
-        print(f"mutation_score_overall: {killed_all}/{total_all} ({share:.1%})")
+        print(f"mutation_score_overall: {killed_all}/{total_all} ({share:.1%})"
+              + (" sampled, 95%% interval %.1f%%-%.1f%%" % tuple(100 * x for x in wilson_interval(killed_all, total_all))
+                 if args.sample else ""))
     return 0
 
 
