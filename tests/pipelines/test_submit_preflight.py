@@ -1,6 +1,6 @@
 """`cai submit`: every bad input is caught before anything is submitted.
 
-A fake Kubeflow Pipelines API and a fake Kubernetes API run on 127.0.0.1 in
+A fake Kubeflow Pipelines API (tests/kfp_stub.py) and a fake Kubernetes API run on 127.0.0.1 in
 threads; the real kfp.Client and the real kubernetes client talk HTTP to them.
 """
 from __future__ import annotations
@@ -8,11 +8,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
@@ -22,88 +19,10 @@ from cai_core.cli.commands.submit import submit_cmd
 from cai_core.config.loading import load_cluster_run_config
 from cai_core.errors import CaiError, ConfigError
 from cai_pipelines.cluster import Http, check_kfp_host, check_secrets, submit
+from tests.kfp_stub import TOKEN, FakeKFP
+from tests.kfp_stub import Server as _Server
 
-TOKEN = "good-token"
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works with Kubeflow Pipeline:FutureWarning")
-
-
-class _Server:
-    """A ThreadingHTTPServer on a free port; `handle(method, path, query, headers, body)` answers."""
-
-    def __init__(self, handle):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _do(self):
-                url = urlparse(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                outer.requests.append((self.command, url.path, dict(self.headers), body))
-                status, headers, payload = handle(self.command, url.path, parse_qs(url.query), self.headers, body)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = _do
-
-            def log_message(self, *args):
-                pass
-
-        self.requests: list = []
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-class FakeKFP:
-    """Enough of the KFP v2beta1 API for preflight and for kfp.Client to create a run."""
-
-    def __init__(self, token: str | None = TOKEN, healthz_status: int = 200, redirect: bool = False):
-        self.token, self.healthz_status, self.redirect = token, healthz_status, redirect
-        self.experiments: dict[str, dict] = {}
-        self.runs: list[dict] = []
-        self.server = _Server(self.handle)
-        self.url = self.server.url
-
-    def handle(self, method, path, query, headers, body):
-        if self.redirect:
-            return 302, {"Location": "/dex/auth?client_id=kubeflow-oidc-authservice"}, b""
-        if self.token and headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {}, {"error": "Unauthenticated", "code": 16, "message": "Unauthenticated: invalid token"}
-        if path == "/apis/v2beta1/healthz":
-            return self.healthz_status, {}, {"commit_sha": "fake-2.5.0", "multi_user": True}
-        if path == "/apis/v2beta1/experiments" and method == "GET":
-            flt = json.loads(query.get("filter", ["{}"])[0] or "{}")
-            names = [p.get("string_value", p.get("stringValue")) for p in flt.get("predicates", [])]
-            found = [e for e in self.experiments.values() if not names or e["display_name"] in names]
-            return 200, {}, {"experiments": found, "total_size": len(found)}
-        if path == "/apis/v2beta1/experiments" and method == "POST":
-            exp = json.loads(body)
-            exp["experiment_id"] = f"exp-{len(self.experiments) + 1}"
-            self.experiments[exp["experiment_id"]] = exp
-            return 200, {}, exp
-        if path == "/apis/v2beta1/runs" and method == "POST":
-            run = json.loads(body)
-            run["run_id"] = f"run-{len(self.runs) + 1}"
-            run["state"] = "PENDING"
-            self.runs.append(run)
-            return 200, {}, run
-        if path == "/apis/v2beta1/runs" and method == "GET":
-            flt = json.loads(query.get("filter", ["{}"])[0] or "{}")
-            names = [p.get("string_value", p.get("stringValue")) for p in flt.get("predicates", [])]
-            found = [r for r in self.runs if not names or r["display_name"] in names]
-            return 200, {}, {"runs": found, "total_size": len(found)}
-        return 404, {}, {"message": f"no route {method} {path}"}
 
 
 class FakeKube:
