@@ -14,7 +14,10 @@ reports the last round that passed (round 1 failing: nothing is promoted, as abo
 `build_pipeline(cfg)` returns the KFP pipeline whose parameter defaults are the
 per-step config payloads of `cfg`, so the same function serves `cai run`
 (kfp.local) and `cai compile` (cluster YAML). Each step receives only the
-config sections it reads, so KFP caching reruns only what changed.
+config sections it reads, so a changed section reruns only the steps that read it (and
+those after them). That skipping is cai's own (cai_core.runtime.engine: fingerprints at
+the run root), not KFP's cache: the steps that read data sets are never KFP-cached, and
+KFP's cache key holds the input artifacts' names, new in every run downstream of them.
 """
 # No `from __future__ import annotations` here: KFP reads the pipeline's parameter types at runtime.
 from typing import Any, Callable, NamedTuple

@@ -45,6 +45,7 @@ import os
 import socket
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -409,9 +410,10 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
            ssl_ca_cert: str | None = None, verify_ssl: bool = True, proxy: str | None = None,
            service_account: str | None = None, run_id: str | None = None, check_cluster_secrets: bool = True,
            kube_context: str | None = None, skip_existing: bool = False, wait: bool = False,
-           wait_timeout_s: float = 0, connect_timeout_s: float = 5.0, log: Callable[[str], None] = lambda s: None
-           ) -> Submitted:
-    """Preflight, compile and create one KFP run. Nothing is submitted when any check fails."""
+           wait_timeout_s: float = 0, connect_timeout_s: float = 5.0, log: Callable[[str], None] = lambda s: None,
+           token_file: str | None = None, wait_poll_s: float | None = None) -> Submitted:
+    """Preflight, compile and create one KFP run. Nothing is submitted when any check fails. `token_file`: where
+    `token` was read (re-read while waiting, see `wait_for_run`)."""
     c = cfg.cluster
     namespace = namespace or c.namespace
     experiment = experiment or c.experiment
@@ -430,8 +432,11 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
 
     import kfp
 
-    client = kfp.Client(host=host, namespace=namespace, existing_token=token, cookies=cookies,
-                        ssl_ca_cert=ssl_ca_cert, proxy=proxy, verify_ssl=verify_ssl)
+    def client_with(bearer: str | None):
+        return kfp.Client(host=host, namespace=namespace, existing_token=bearer, cookies=cookies,
+                          ssl_ca_cert=ssl_ca_cert, proxy=proxy, verify_ssl=verify_ssl)
+
+    client = client_with(token)
     run_root = storage.join(cfg.output_dir, run_id)
     if skip_existing:
         existing = _find_run(client, experiment, namespace, run_name)
@@ -455,9 +460,47 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
     url = f"{host.rstrip('/')}/#/runs/details/{result.run_id}"
     submitted = Submitted(result.run_id, run_id, run_name, run_root, url, notes)
     if wait:
-        detail = client.wait_for_run_completion(result.run_id, timeout=int(wait_timeout_s) if wait_timeout_s else 10 ** 9)
-        submitted.state = str(getattr(detail, "state", "UNKNOWN"))
+        submitted.state = wait_for_run(client_with, result.run_id, token, token_file, timeout_s=wait_timeout_s,
+                                       poll_s=WAIT_POLL_S if wait_poll_s is None else wait_poll_s, log=log)
     return submitted
+
+
+#: Seconds between two looks at the run while `cai submit --wait` waits.
+WAIT_POLL_S = 30.0
+#: The states in which a KFP run has ended (kfp_server_api V2beta1RuntimeState).
+RUN_ENDED = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
+
+
+def wait_for_run(client_with: Callable, run_id: str, token: str | None, token_file: str | None, *,
+                 timeout_s: float = 0, poll_s: float = 30.0, log: Callable[[str], None] = lambda s: None,
+                 sleep: Callable[[float], None] | None = None, clock: Callable[[], float] = time.monotonic) -> str:
+    """Poll the run until it ends; return its state. `client_with(token)` makes a kfp.Client.
+
+    kfp.Client keeps the token it was made with, but a pod's projected token (the chart's, expirationSeconds
+    7200) is rotated by the kubelet before it expires, while a `--wait` may last a day. So a token read from a
+    file is read again at every poll and the client made anew when it changed. A token given as a string
+    cannot be refreshed: it must outlive the wait (`kubectl create token --duration`)."""
+    client = client_with(token)
+    deadline = clock() + timeout_s if timeout_s else None
+    while True:
+        fresh = read_token_file(token_file) if token_file else None
+        if fresh and fresh != token:
+            token, client = fresh, client_with(fresh)
+            log(f"kfp token: {token_file} was rotated; using the new one")
+        try:
+            state = str(getattr(client.get_run(run_id), "state", "") or "UNKNOWN").upper()
+        except Exception as exc:  # kfp_server_api.ApiException and connection errors
+            status = getattr(exc, "status", None)
+            hint = (" (the token has expired: give a token file, which is re-read, or a longer-lived token)"
+                    if status == 401 and not token_file else "")
+            raise CaiError(f"waiting for run {run_id}: the KFP API answered HTTP {status}{hint}: "
+                           f"{_message(str(getattr(exc, 'body', '') or exc).encode()) or exc}") from None
+        if state in RUN_ENDED:
+            return state
+        if deadline is not None and clock() >= deadline:
+            raise CaiError(f"run {run_id} is still {state} after --timeout {timeout_s:g} s of waiting; it goes on "
+                           "in the cluster")
+        (sleep or time.sleep)(poll_s)
 
 
 def _find_run(client, experiment: str, namespace: str, run_name: str) -> str | None:

@@ -86,6 +86,10 @@ class FakeKFP:
         self.cookie, self.gateway, self.namespaces, self.users = cookie, gateway, namespaces, users or {}
         self.experiments: dict[str, dict] = {}
         self.runs: list[dict] = []
+        #: The states a run reports to successive get_run calls (then it keeps the last).
+        self.states: list[str] = []
+        self.gets = 0
+        self.on_get: list = []  # hooks called after each get_run (e.g. rotate the token)
         self._codes: dict[str, str] = {}
         self.server = Server(self.handle)
         self.url = self.server.url
@@ -194,6 +198,16 @@ class FakeKFP:
             run["run_id"] = f"run-{len(self.runs) + 1}"
             run["state"] = "PENDING"
             self.runs.append(run)
+            return 200, {}, run
+        if path.startswith("/apis/v2beta1/runs/") and method == "GET":  # get_run: the run's next state
+            run = next((r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]), None)
+            if run is None:
+                return 404, {}, {"message": f"run {path.rsplit('/', 1)[1]} not found"}
+            if self.states:
+                run["state"] = self.states.pop(0)
+            self.gets += 1
+            for hook in self.on_get:
+                hook(self)
             return 200, {}, run
         if path == "/apis/v2beta1/runs" and method == "GET":
             flt = json.loads(query.get("filter", ["{}"])[0] or "{}")

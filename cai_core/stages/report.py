@@ -199,8 +199,10 @@ class _Doc:
         self.html.append(f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
     def image(self, title: str, png: bytes, file_name: str) -> None:
-        self.md.append(f"![{title}](plots/{file_name})")
+        # Inline in both: the Kubeflow UI renders the Markdown artifact alone, where plots/<file> does not resolve.
+        # The PNG is also kept as plots/<file_name> beside the report.
         data = base64.b64encode(png).decode()
+        self.md.append(f"![{title}](data:image/png;base64,{data})")
         self.html.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                          f"<figcaption>{html.escape(title)}</figcaption></figure>")
 

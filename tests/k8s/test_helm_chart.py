@@ -304,7 +304,10 @@ def test_gitops_example_renders(helm, tmp_path):
 
 def test_notes(helm, tmp_path):
     proc = run([helm, "install", "cai", str(CHART), "-n", "team-a", "--dry-run=client"])
-    assert "kubectl -n team-a get pods -l cai/run-id=cai-" in proc.stdout
+    # pipeline pods carry no run id (one package serves many runs); the training jobs, made at run time, do
+    assert "kubectl -n team-a get pods -l app=cai -L cai/stage" in proc.stdout
+    assert "get pods -l cai/run-id" not in proc.stdout
+    assert "kubectl -n team-a get pytorchjobs -l cai/run-id=cai-" in proc.stdout
 
 
 # -- images -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ except under CI (env CI set), where a missing browser fails the run.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -122,11 +123,14 @@ def test_report_renders_with_its_plots(page, tmp_path):
         shutil.copyfile(shot, os.environ["CAI_KEEP_SCREENSHOT"])
 
 
-def test_markdown_links_the_same_plots(page):
+def test_markdown_inlines_the_same_plots(page):
     out, _ = page
     md = (out / "report.md").read_text()
     links = [line.split("](", 1)[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
-    assert len(links) == 10 and all((out / link).exists() for link in links)
+    prefix = "data:image/png;base64,"
+    assert len(links) == 10 and all(link.startswith(prefix) for link in links)  # renders alone in the Kubeflow UI
+    plots = sorted(p.read_bytes() for p in (out / "plots").glob("*.png"))
+    assert sorted(base64.b64decode(link[len(prefix):]) for link in links) == plots
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["models"]) == {"base", "sft", "dpo"} and metrics["verdict"]["gate"] in ("pass", "fail", "flag")
     assert metrics["models"]["base"]["gate"] == "fail" and metrics["models"]["base"]["tail_loop_rate"] > 0.5

@@ -1,7 +1,9 @@
 """The report's preference rounds: which rounds count, the outcome in words, and the section with its plots."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 from cai_core.stages import report, report_rounds
 
@@ -76,6 +78,11 @@ def test_the_report_shows_the_rounds_with_their_plots(tmp_path):
     assert "| 2 | 12 | 10 | 3 | 0.2 | fail |" in md
     for name in ("rounds_collapse.png", "rounds_margins.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    # the Markdown artifact is shown alone in the Kubeflow UI: its plots are inline, the same PNGs as plots/
+    inline = re.findall(r"!\[[^\]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    assert sorted(base64.b64decode(d) for d in inline) == sorted(
+        (tmp_path / "plots" / n).read_bytes() for n in ("rounds_collapse.png", "rounds_margins.png"))
+    assert "](plots/" not in md
     assert result.metrics["plots"] >= 2
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["dpo_r2"]["rewards_margins_last"] == 0.2 and metrics["gate_r2"]["dpo.rep_3"] == 0.2

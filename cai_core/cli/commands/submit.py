@@ -51,6 +51,8 @@ class Auth:
     cookies: str | None = None
     #: Where the token came from: --token, --token-file PATH, the projected token PATH.
     token_source: str = ""
+    #: The file the token was read from (re-read while --wait polls: projected tokens are rotated), if any.
+    token_path: str | None = None
 
     @property
     def cookie_names(self) -> list[str]:
@@ -76,7 +78,7 @@ def resolve_auth(token: str | None, token_file: str | None, cookie: str | None) 
     if cookie and "=" not in cookie:
         raise CaiError("--cookie has no '=': give the cookie as NAME=VALUE, e.g. "
                        f"--cookie 'oauth2_proxy_kubeflow=...' or 'authservice_session=...' (see {DOC})")
-    source = "--token / KF_PIPELINES_TOKEN"
+    source, path = "--token / KF_PIPELINES_TOKEN", None
     if not token:
         default_file = os.environ.get("KF_PIPELINES_SA_TOKEN_PATH", SA_TOKEN_PATH)
         path = token_file or (default_file if os.path.exists(default_file) and not cookie else None)
@@ -85,7 +87,8 @@ def resolve_auth(token: str | None, token_file: str | None, cookie: str | None) 
     token = (token or "").strip()
     if token.lower().startswith("bearer "):
         token = token[len("bearer "):].strip()
-    return Auth(token=token or None, cookies=cookie or None, token_source=source if token else "")
+    return Auth(token=token or None, cookies=cookie or None, token_source=source if token else "",
+                token_path=path if token else None)
 
 
 # -- the KFP API: reachable, the credentials taken, the namespace usable ---------------------------
@@ -304,7 +307,7 @@ def submit_cmd(config, overrides, host, namespace, experiment, run_name, run_id,
                     cookies=auth.cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=not no_verify_ssl, proxy=proxy,
                     service_account=service_account, run_id=run_id, check_cluster_secrets=check_secrets,
                     kube_context=kube_context, skip_existing=skip_existing, wait=wait,
-                    wait_timeout_s=wait_timeout, connect_timeout_s=connect_timeout,
+                    wait_timeout_s=wait_timeout, connect_timeout_s=connect_timeout, token_file=auth.token_path,
                     log=lambda line: None if line.startswith("kfp host") else log(line))
     if result.skipped:
         click.echo(f"run {result.run_name} exists already: {result.url}")
