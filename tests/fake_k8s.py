@@ -1,5 +1,16 @@
 """A fake Kubernetes API server for the PyTorchJob launcher's tests.
 
+What an API server itself does is now tested on a real one (tests/k8s_real: kube-apiserver v1.20.2 with the
+real PyTorchJob CRD, RBAC and TokenRequest tokens; test_launcher_real.py runs the launcher's job-level scenarios
+there: pending then timeout and delete, Created/Running/Succeeded, Failed, 409 and re-attach, replacing a failed
+job, refusing a running job of another spec, a job deleted by someone else, SIGTERM, too many restarts, a real
+403 and 401). That server has no controllers, scheduler or kubelet, so this fake is kept only for what it cannot
+show: pods and their container statuses (restart counts, termination messages in the failure message), the
+master pod's log stream (follow, reconnect after a container restart without printing a line twice, the last
+lines in a failure), a job that succeeds with outputs on S3 (`on_success` hooks, the pipeline step tests), and
+errors injected on demand (watch ``ERROR`` events and HTTP errors such as 410 Gone or 500: test_watch_errors.py;
+`reject`).
+
 It speaks HTTP on 127.0.0.1 (a free port) and the real `kubernetes` client
 talks to it unchanged. What it serves, the way the API server and the training
 operator behave:
@@ -24,6 +35,12 @@ Each created job plays a *scenario* in a thread, like the operator would:
   (Restarting, restartCount 1, a new log), Running, Succeeded;
 * ``pending``: no status at all.
 
+``FakeK8s(kind="trainjob")`` serves Kubeflow Trainer v2 TrainJobs instead, at
+``/apis/trainer.kubeflow.org/v1alpha1/namespaces/<ns>/trainjobs``, the way the trainer and JobSet do: the
+conditions are Created, Complete and Failed (Running is ``status.jobsStatus[].active``), the rank-0 pod is
+``<job>-node-0-0-<suffix>`` (container ``node``) with JobSet's labels, found through
+``GET /api/v1/namespaces/<ns>/pods?labelSelector=...``.
+
 `on_success(job)` hooks let a test put the job's outputs where the launcher
 will look (S3). `requests` records every call; `deleted` the deleted names;
 `reject` makes a verb answer an error status (e.g. 403 on create); `watch_errors` makes the next watch
@@ -42,7 +59,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 JOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/]+))?$")
+TRAINJOBS = re.compile(r"^/apis/trainer\.kubeflow\.org/v1alpha1/namespaces/([^/]+)/trainjobs(?:/([^/]+))?$")
 PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+?)(/log)?$")
+POD_LIST = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+#: Per kind: the path, the resource, apiVersion, Kind, container of the rank-0 pod.
+KINDS = {"pytorchjob": (JOBS, "pytorchjobs.kubeflow.org", "kubeflow.org/v1", "PyTorchJob", "pytorch"),
+         "trainjob": (TRAINJOBS, "trainjobs.trainer.kubeflow.org", "trainer.kubeflow.org/v1alpha1", "TrainJob",
+                      "node")}
 
 LOG_LINES = ["[rank0] step 1 loss 2.31", "[rank0] step 2 loss 1.87", "[rank0] step 3 loss 1.52"]
 RESTART_LINES = ["[rank0] resuming from checkpoint-2", "[rank0] step 3 loss 1.50"]
@@ -61,7 +84,9 @@ def _status(code: int, reason: str, message: str) -> dict:
 class FakeK8s:
     """The server's state; start() serves it, stop() ends it."""
 
-    def __init__(self, scenario: str = "succeed", step_s: float = 0.15):
+    def __init__(self, scenario: str = "succeed", step_s: float = 0.15, kind: str = "pytorchjob"):
+        self.kind = kind
+        self.jobs_re, self.resource, self.api_version, self.kind_name, self.container = KINDS[kind]
         self.scenario = scenario
         self.scenarios: dict[str, str] = {}  # job name -> scenario (else self.scenario)
         self.step_s = step_s
@@ -155,6 +180,14 @@ class FakeK8s:
             job = self.jobs.get((ns, name))
             if job is None:
                 return
+            if self.kind == "trainjob":  # the trainer: no Running/Restarting condition, Complete for Succeeded
+                if kind in ("Running", "Restarting"):
+                    job["status"]["jobsStatus"] = [{"name": "node", "active": 1 if kind == "Running" else 0,
+                                                    "ready": 0, "succeeded": 0, "failed": 0, "suspended": 0}]
+                    return self._bump(ns, "MODIFIED", job)
+                kind = {"Succeeded": "Complete"}.get(kind, kind)
+                reason = {"Complete": "JobSetCompleted", "Failed": "JobSetFailed"}.get(kind, reason)
+                message = message.replace("PyTorchJob", "TrainJob")
             conds = job["status"].setdefault("conditions", [])
             for c in conds:
                 if c["type"] != "Created" and c["type"] != kind:
@@ -170,16 +203,23 @@ class FakeK8s:
             self._bump(ns, "MODIFIED", job)
 
     def _pod(self, ns: str, job: str) -> tuple[str, str]:
-        return ns, f"{job}-master-0"
+        return ns, f"{job}-node-0-0-x7k2q" if self.kind == "trainjob" else f"{job}-master-0"
+
+    def _pod_labels(self, job: str) -> dict[str, str]:
+        if self.kind == "trainjob":
+            return {"jobset.sigs.k8s.io/jobset-name": job, "jobset.sigs.k8s.io/replicatedjob-name": "node",
+                    "jobset.sigs.k8s.io/job-index": "0", "batch.kubernetes.io/job-completion-index": "0"}
+        return {"training.kubeflow.org/job-name": job}
 
     def start_container(self, ns: str, job: str, restarts: int = 0, last_state: dict | None = None) -> None:
         with self.lock:
             key = self._pod(ns, job)
             self.pods[key] = {
                 "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": key[1], "namespace": ns, "labels": {"training.kubeflow.org/job-name": job}},
+                "metadata": {"name": key[1], "namespace": ns, "labels": self._pod_labels(job),
+                             "creationTimestamp": _now()},
                 "status": {"phase": "Running", "containerStatuses": [{
-                    "name": "pytorch", "image": "trainer", "imageID": "", "ready": True, "restartCount": restarts,
+                    "name": self.container, "image": "trainer", "imageID": "", "ready": True, "restartCount": restarts,
                     "state": {"running": {"startedAt": _now()}}, "lastState": last_state or {}}]}}
             self.logs.setdefault(key, {})[restarts] = []
             self.lock.notify_all()
@@ -322,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _rejected(self, verb: str) -> bool:
         if verb in self.state.reject:
             code, reason = self.state.reject[verb]
-            self._json(code, _status(code, reason, f"pytorchjobs.kubeflow.org is forbidden: {verb} ({reason})"))
+            self._json(code, _status(code, reason, f"{self.state.resource} is forbidden: {verb} ({reason})"))
             return True
         return False
 
@@ -331,7 +371,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         url = urlparse(self.path)
         self.state.requests.append(("POST", self.path))
-        m = JOBS.match(url.path)
+        m = self.state.jobs_re.match(url.path)
         if not m or m.group(2):
             return self._json(404, _status(404, "NotFound", "the server could not find the requested resource"))
         if self._rejected("create"):
@@ -342,14 +382,14 @@ class _Handler(BaseHTTPRequestHandler):
             exists = (ns, name) in self.state.jobs
         if exists:
             return self._json(409, _status(409, "AlreadyExists",
-                                           f'pytorchjobs.kubeflow.org "{name}" already exists'))
+                                           f'{self.state.resource} "{name}" already exists'))
         obj = self.state.add_job(ns, body)
         self._json(201, obj)
 
     def do_DELETE(self):
         url = urlparse(self.path)
         self.state.requests.append(("DELETE", self.path))
-        m = JOBS.match(url.path)
+        m = self.state.jobs_re.match(url.path)
         if not m or not m.group(2):
             return self._json(404, _status(404, "NotFound", "not found"))
         if self._rejected("delete"):
@@ -357,14 +397,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._body()
         job = self.state.delete_job(m.group(1), m.group(2))
         if job is None:
-            return self._json(404, _status(404, "NotFound", f'pytorchjobs.kubeflow.org "{m.group(2)}" not found'))
+            return self._json(404, _status(404, "NotFound", f'{self.state.resource} "{m.group(2)}" not found'))
         self._json(200, job)
 
     def do_GET(self):
         url = urlparse(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         self.state.requests.append(("GET", self.path))
-        m = JOBS.match(url.path)
+        m = self.state.jobs_re.match(url.path)
         if m:
             ns, name = m.groups()
             if name:
@@ -374,15 +414,22 @@ class _Handler(BaseHTTPRequestHandler):
                     job = self.state.jobs.get((ns, name))
                     job = json.loads(json.dumps(job)) if job else None
                 if job is None:
-                    return self._json(404, _status(404, "NotFound", f'pytorchjobs.kubeflow.org "{name}" not found'))
+                    return self._json(404, _status(404, "NotFound", f'{self.state.resource} "{name}" not found'))
                 return self._json(200, job)
             if query.get("watch") in ("true", "1", "True"):
                 return self._watch(ns, query)
             with self.state.lock:
                 items = [json.loads(json.dumps(j)) for (n, _), j in self.state.jobs.items() if n == ns]
                 rv = str(self.state.rv)
-            return self._json(200, {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJobList",
+            return self._json(200, {"apiVersion": self.state.api_version, "kind": f"{self.state.kind_name}List",
                                     "metadata": {"resourceVersion": rv}, "items": items})
+        m = POD_LIST.match(url.path)
+        if m:
+            want = dict(p.split("=", 1) for p in query.get("labelSelector", "").split(",") if "=" in p)
+            with self.state.lock:
+                items = [json.loads(json.dumps(p)) for (n, _), p in self.state.pods.items() if n == m.group(1)
+                         and all(p["metadata"]["labels"].get(k) == v for k, v in want.items())]
+            return self._json(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
         m = PODS.match(url.path)
         if m:
             ns, pod, is_log = m.groups()

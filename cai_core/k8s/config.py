@@ -3,7 +3,10 @@
 The run config's ``train`` section. ``launcher: local`` (the laptop default)
 trains in the step's own process; ``launcher: pytorchjob`` makes the step a
 small launcher that creates a Kubeflow PyTorchJob on GPU nodes, streams its
-master's log, and collects the trained model from S3 (cai_core/k8s/launcher.py).
+master's log, and collects the trained model from S3 (cai_core/k8s/launcher.py);
+``launcher: trainjob`` does the same with a Kubeflow Trainer v2 TrainJob
+(trainer.kubeflow.org/v1alpha1) against the ``runtime`` (a ClusterTrainingRuntime
+``torch-distributed`` by default; cai_core/k8s/trainjob.py).
 
 Fields left empty (or null) take their value from the run's ``cluster``
 section (cai_core/config/cluster.py, owned by the cluster settings): the trainer
@@ -34,10 +37,17 @@ def _no_sidecar() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LauncherConfig(ConfigBase):
-    """Where sft and dpo train: in process, or as a PyTorchJob on GPU nodes."""
+    """Where sft and dpo train: in process, or as a PyTorchJob or TrainJob on GPU nodes."""
 
-    #: local: train in this process (CPU or the local GPUs); pytorchjob: launch and watch a Kubeflow PyTorchJob.
-    launcher: Literal["local", "pytorchjob"] = "local"
+    #: local: train in this process (CPU or the local GPUs); pytorchjob: launch and watch a Kubeflow PyTorchJob
+    #: (training-operator v1); trainjob: a Kubeflow Trainer v2 TrainJob (trainer.kubeflow.org/v1alpha1).
+    launcher: Literal["local", "pytorchjob", "trainjob"] = "local"
+    #: trainjob only: the training runtime the TrainJob runs against (spec.runtimeRef.name); it must run torch
+    #: (mlPolicy torch) with a replicatedJob and container named node, as Trainer's torch-distributed does.
+    runtime: str = "torch-distributed"
+    #: trainjob only: ClusterTrainingRuntime (cluster-wide, the Trainer install's) or TrainingRuntime (one in the
+    #: job's namespace).
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = "ClusterTrainingRuntime"
     #: Nodes of the job: 1 = a master pod only; N = a master and N-1 workers (torchrun across nodes).
     nodes: int = 1
     #: GPUs per pod: nprocPerNode and the nvidia.com/gpu limit of every pod.
@@ -93,6 +103,7 @@ class LauncherConfig(ConfigBase):
     kueue_queue: str = ""
 
     def validate(self) -> None:
+        require(is_dns_subdomain(self.runtime), "runtime", f"{self.runtime!r} is not a valid training runtime name")
         require(1 <= self.nodes <= 512, "nodes", f"must be between 1 and 512, got {self.nodes}")
         require(1 <= self.gpus_per_node <= 64, "gpus_per_node", f"must be between 1 and 64, got {self.gpus_per_node}")
         if self.image:

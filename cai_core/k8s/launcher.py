@@ -1,4 +1,9 @@
-"""Create a PyTorchJob (or re-attach to it), watch it, stream its master's log.
+"""Create a training job (or re-attach to it), watch it, stream its master's log.
+
+One launcher for every job kind (`JobKind`: group/version/plural, the container, how the state is read from the
+status, how the rank-0 pod is found): `PYTORCHJOB` (kubeflow.org/v1, pytorchjob.py; pod ``<job>-master-0``) and
+`TRAINJOB` (trainer.kubeflow.org/v1alpha1, trainjob.py; conditions Created/Complete/Failed/Suspended, Running
+from ``status.jobsStatus``; the rank-0 JobSet pod found by label selector). `Launcher(..., kind=TRAINJOB)`.
 
 `Launcher.run(manifest)`:
 
@@ -9,9 +14,9 @@
    the last checkpoint on S3); a *running* job of another spec is an error
    (two configs must not train into one output);
 2. **watches** the job's status conditions (Created, Running, Restarting,
-   Succeeded, Failed) with a watch of at most ``poll_interval_s`` at a time;
+   Succeeded, Failed; a TrainJob's mapped to these by `trainjob_state`) with a watch of at most ``poll_interval_s`` at a time;
 3. **streams** the master pod's log (``<job>-master-0``, container
-   ``pytorch``, ``follow=true``) into our log, from a thread, reconnecting when
+   ``pytorch``; a TrainJob's rank-0 pod, container ``node``; ``follow=true``) into our log, from a thread, reconnecting when
    the container is restarted and never printing a line twice;
 4. ends when the job **succeeds**; **fails** with a `TrainingJobFailed` (a
    `CaiError`, so the component exits non-zero) carrying the Failed
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cai_core.errors import CaiError
+from cai_core.k8s import pytorchjob, trainjob
 from cai_core.k8s.pytorchjob import ANNOTATION_MAX_RESTARTS, ANNOTATION_SPEC, CONTAINER, GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -92,6 +98,56 @@ def job_state(obj: dict[str, Any]) -> JobState:
     return JobState(last.get("type", "Unknown"), last.get("reason", ""), last.get("message", ""))
 
 
+def trainjob_state(obj: dict[str, Any]) -> JobState:
+    """A TrainJob's phase: a true Failed wins, then Complete (-> Succeeded), Suspended; else Running while a JobSet
+    job is active or ready (``status.jobsStatus``), Created once the trainer said so, Pending before."""
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    for kind, phase in (("Failed", "Failed"), ("Complete", "Succeeded"), ("Suspended", "Suspended")):
+        if kind in conditions:
+            c = conditions[kind]
+            return JobState(phase, c.get("reason", ""), c.get("message", ""))
+    if any((j.get("active") or 0) + (j.get("ready") or 0) > 0 for j in status.get("jobsStatus") or []):
+        return JobState("Running")
+    if "Created" in conditions:
+        c = conditions["Created"]
+        return JobState("Created", c.get("reason", ""), c.get("message", ""))
+    return JobState("Pending")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """What the launcher needs to know of a job kind."""
+
+    noun: str  # in messages and kubectl: pytorchjob, trainjob
+    group: str
+    version: str
+    plural: str
+    container: str  # the training container of the rank-0 pod
+    state: Callable[[dict[str, Any]], JobState]
+    master_pod: Callable[[str], str] | None = None  # job name -> the rank-0 pod's fixed name
+    master_selector: Callable[[str], str] | None = None  # else: job name -> label selector of the rank-0 pod
+    missing: str = ""  # the 404 hint on create
+
+
+PYTORCHJOB = JobKind("pytorchjob", GROUP, VERSION, PLURAL, CONTAINER, job_state,
+                     master_pod=lambda name: f"{name}-master-0",
+                     missing="is the Kubeflow training operator installed? its CRD pytorchjobs.kubeflow.org is missing")
+TRAINJOB = JobKind("trainjob", trainjob.GROUP, trainjob.VERSION, trainjob.PLURAL, trainjob.CONTAINER, trainjob_state,
+                   master_selector=trainjob.master_selector,
+                   missing="is Kubeflow Trainer v2 installed? its CRD trainjobs.trainer.kubeflow.org is missing")
+KINDS = {PYTORCHJOB.noun: PYTORCHJOB, TRAINJOB.noun: TRAINJOB}
+
+
+def kind_of(manifest: dict[str, Any]) -> JobKind:
+    """The JobKind of a manifest (by apiVersion and kind)."""
+    if manifest.get("apiVersion") == trainjob.API_VERSION and manifest.get("kind") == trainjob.KIND:
+        return TRAINJOB
+    if manifest.get("apiVersion") == pytorchjob.API_VERSION and manifest.get("kind") == pytorchjob.KIND:
+        return PYTORCHJOB
+    raise CaiError(f"no launcher for {manifest.get('apiVersion')} {manifest.get('kind')}")
+
+
 def api_client_from_environment():
     """An ApiClient: in a pod its service account, else the kubeconfig (KUBECONFIG or ~/.kube/config)."""
     import os
@@ -108,7 +164,7 @@ def api_client_from_environment():
     return client.ApiClient()
 
 
-def _api_error(exc: Exception, what: str) -> CaiError:
+def _api_error(exc: Exception, what: str, kind: JobKind | None = None) -> CaiError:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", "") or ""
     body = getattr(exc, "body", "") or ""
@@ -119,19 +175,23 @@ def _api_error(exc: Exception, what: str) -> CaiError:
         with contextlib.suppress(ValueError, TypeError):
             detail = json.loads(body).get("message", "")
     hint = {401: " (credentials rejected)", 403: " (the service account lacks RBAC rights: see charts/cai Role)",
-            404: " (is the Kubeflow training operator installed? its CRD pytorchjobs.kubeflow.org is missing)"
-            if "create" in what else ""}.get(status, "")
+            404: f" ({(kind or PYTORCHJOB).missing})" if "create" in what else ""}.get(status, "")
     return CaiError(f"Kubernetes API: {what} failed: {status} {reason}{': ' + detail if detail else ''}{hint}")
 
 
 class LogStreamer(threading.Thread):
     """Follows the master pod's log; reconnects after container restarts without printing a line twice."""
 
-    def __init__(self, core, namespace: str, pod: str, emit: Callable[[str], None], retry_s: float = 1.0):
-        super().__init__(name=f"log-{pod}", daemon=True)
-        self.core, self.namespace, self.pod, self.emit, self.retry_s = core, namespace, pod, emit, retry_s
+    def __init__(self, core, namespace: str, pod: str | Callable[[], str | None], emit: Callable[[str], None],
+                 retry_s: float = 1.0, container: str = CONTAINER):
+        """`pod`: the pod's name, or a function that finds it (None while there is none: a TrainJob's JobSet pod)."""
+        super().__init__(name=f"log-{pod if isinstance(pod, str) else 'master'}", daemon=True)
+        self.core, self.namespace, self.emit, self.retry_s = core, namespace, emit, retry_s
+        self._find = (lambda: pod) if isinstance(pod, str) else pod
+        self.pod: str | None = pod if isinstance(pod, str) else None
+        self.container = container
         self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-        self._seen: dict[int, int] = {}  # container restart count -> lines already emitted
+        self._seen: dict[tuple[str | None, int], int] = {}  # (pod, container restart count) -> lines emitted
         self._halt = threading.Event()
         self._resp = None
 
@@ -153,20 +213,24 @@ class LogStreamer(threading.Thread):
             restarts = self._restarts()
             if restarts is None:
                 return
-            text = self.core.read_namespaced_pod_log(self.pod, self.namespace, container=CONTAINER)
+            text = self.core.read_namespaced_pod_log(self.pod, self.namespace, container=self.container)
         except (ApiException, OSError, ValueError):
             return
         lines = (text or "").splitlines()
-        for line in lines[self._seen.get(restarts, 0):]:
+        key = (self.pod, restarts)
+        for line in lines[self._seen.get(key, 0):]:
             self.tail.append(line)
             self.emit(line)
-        self._seen[restarts] = max(self._seen.get(restarts, 0), len(lines))
+        self._seen[key] = max(self._seen.get(key, 0), len(lines))
 
     def _restarts(self) -> int | None:
-        """The container's restart count, or None while it has not started."""
+        """The container's restart count, or None while it (or its pod) has not started."""
+        self.pod = self._find() or self.pod
+        if self.pod is None:
+            return None
         pod = self.core.read_namespaced_pod(self.pod, self.namespace)
         for status in (pod.status.container_statuses or []) if pod.status else []:
-            if status.name == CONTAINER:
+            if status.name == self.container:
                 started = status.state and (status.state.running or status.state.terminated)
                 return status.restart_count or 0 if started else None
         return None
@@ -182,15 +246,16 @@ class LogStreamer(threading.Thread):
                     self._halt.wait(self.retry_s)
                     continue
                 self._resp = self.core.read_namespaced_pod_log(
-                    self.pod, self.namespace, container=CONTAINER, follow=True, _preload_content=False,
+                    self.pod, self.namespace, container=self.container, follow=True, _preload_content=False,
                     _request_timeout=(10, READ_TIMEOUT_S))
                 count = 0
+                key = (self.pod, restarts)
                 for line in iter_resp_lines(self._resp):
                     if self._halt.is_set():
                         break
                     count += 1
-                    if count > self._seen.get(restarts, 0):
-                        self._seen[restarts] = count
+                    if count > self._seen.get(key, 0):
+                        self._seen[key] = count
                         self.tail.append(line)
                         self.emit(line)
             except ApiException as exc:
@@ -207,13 +272,14 @@ class LogStreamer(threading.Thread):
 
 
 class Launcher:
-    """Runs one PyTorchJob to its end (see module doc)."""
+    """Runs one training job (a PyTorchJob, or another `JobKind`) to its end (see module doc)."""
 
     def __init__(self, api_client, namespace: str, *, poll_interval_s: float = 10.0, timeout_s: float = 0,
                  stream_logs: bool = True, emit: Callable[[str], None] | None = None,
-                 delete_wait_s: float = 120.0):
+                 delete_wait_s: float = 120.0, kind: JobKind = PYTORCHJOB):
         from kubernetes import client
 
+        self.kind = kind
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.namespace = namespace
@@ -230,31 +296,47 @@ class Launcher:
         self.events.append(text)
         self.emit(f"[launcher] {text}")
 
+    def _gvp_ns(self) -> tuple[str, str, str, str]:
+        return self.kind.group, self.kind.version, self.namespace, self.kind.plural
+
+    def master_pod(self, name: str) -> str | None:
+        """The rank-0 pod's name: fixed for a PyTorchJob; for a TrainJob the newest pod matching its selector."""
+        if self.kind.master_pod is not None:
+            return self.kind.master_pod(name)
+        from kubernetes.client.rest import ApiException
+
+        try:
+            pods = self.core.list_namespaced_pod(self.namespace, label_selector=self.kind.master_selector(name)).items
+        except (ApiException, OSError, ValueError):
+            return None
+        pods = sorted(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""), p.metadata.name))
+        return pods[-1].metadata.name if pods else None
+
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.rest import ApiException
 
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+            return self.custom.get_namespaced_custom_object(*self._gvp_ns(), name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise _api_error(exc, f"get pytorchjob {self.namespace}/{name}") from None
+            raise _api_error(exc, kind=self.kind, what=f"get {self.kind.noun} {self.namespace}/{name}") from None
 
     def delete(self, name: str, wait: bool = False) -> None:
         from kubernetes import client
         from kubernetes.client.rest import ApiException
 
         try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name,
+            self.custom.delete_namespaced_custom_object(*self._gvp_ns(), name,
                                                         body=client.V1DeleteOptions(propagation_policy="Background"))
         except ApiException as exc:
             if exc.status != 404:
-                raise _api_error(exc, f"delete pytorchjob {self.namespace}/{name}") from None
+                raise _api_error(exc, kind=self.kind, what=f"delete {self.kind.noun} {self.namespace}/{name}") from None
         if wait:
             deadline = time.monotonic() + self.delete_wait_s
             while self.get(name) is not None:
                 if time.monotonic() > deadline:
-                    raise CaiError(f"pytorchjob {self.namespace}/{name} is still there {self.delete_wait_s:.0f} s "
+                    raise CaiError(f"{self.kind.noun} {self.namespace}/{name} is still there {self.delete_wait_s:.0f} s "
                                    "after it was deleted")
                 time.sleep(min(self.poll_interval_s, 1.0))
 
@@ -266,30 +348,30 @@ class Launcher:
         want = manifest["metadata"].get("annotations", {}).get(ANNOTATION_SPEC)
         for _ in range(3):
             try:
-                created = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                created = self.custom.create_namespaced_custom_object(*self._gvp_ns(),
                                                                       manifest)
-                self._note(f"created pytorchjob {self.namespace}/{name}")
+                self._note(f"created {self.kind.noun} {self.namespace}/{name}")
                 return created
             except ApiException as exc:
                 if exc.status != 409:
-                    raise _api_error(exc, f"create pytorchjob {self.namespace}/{name}") from None
+                    raise _api_error(exc, kind=self.kind, what=f"create {self.kind.noun} {self.namespace}/{name}") from None
             existing = self.get(name)
             if existing is None:
                 continue  # deleted in between: create again
-            state = job_state(existing)
+            state = self.kind.state(existing)
             same = (existing.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_SPEC) == want
             if same and state.phase != "Failed":
-                self._note(f"re-attached to existing pytorchjob {self.namespace}/{name} ({state.phase})")
+                self._note(f"re-attached to existing {self.kind.noun} {self.namespace}/{name} ({state.phase})")
                 return existing
             if not same and not state.done:
-                raise CaiError(f"pytorchjob {self.namespace}/{name} of this run and stage is {state.phase} with "
+                raise CaiError(f"{self.kind.noun} {self.namespace}/{name} of this run and stage is {state.phase} with "
                                "another config (its cai/spec-hash differs); delete it "
-                               f"(kubectl delete pytorchjob -n {self.namespace} {name}) or use another run id")
+                               f"(kubectl delete {self.kind.noun} -n {self.namespace} {name}) or use another run id")
             why = "failed" if state.phase == "Failed" else "has another config"
-            self._note(f"existing pytorchjob {self.namespace}/{name} {why} ({state.message or state.phase}); "
+            self._note(f"existing {self.kind.noun} {self.namespace}/{name} {why} ({state.message or state.phase}); "
                        "deleting it and starting a new attempt")
             self.delete(name, wait=True)
-        raise CaiError(f"could not create pytorchjob {self.namespace}/{name}: it keeps coming back")
+        raise CaiError(f"could not create {self.kind.noun} {self.namespace}/{name}: it keeps coming back")
 
     # ------------------------------------------------------------------ watching
 
@@ -305,8 +387,7 @@ class Launcher:
         if resource_version:
             kwargs["resource_version"] = resource_version
         try:
-            for event in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
-                                  PLURAL, **kwargs):
+            for event in w.stream(self.custom.list_namespaced_custom_object, *self._gvp_ns(), **kwargs):
                 obj = event.get("raw_object") or event.get("object")
                 if event.get("type") == "DELETED":
                     yield None
@@ -316,7 +397,7 @@ class Launcher:
         except ApiException as exc:
             if exc.status == 410:  # resource version too old: the caller re-reads the job
                 return
-            raise _api_error(exc, f"watch pytorchjob {self.namespace}/{name}") from None
+            raise _api_error(exc, kind=self.kind, what=f"watch {self.kind.noun} {self.namespace}/{name}") from None
         finally:
             w.stop()
 
@@ -329,22 +410,22 @@ class Launcher:
             while True:
                 obj = self.get(name)
                 if obj is None:
-                    raise TrainingJobError(f"pytorchjob {self.namespace}/{name} was deleted before it finished")
+                    raise TrainingJobError(f"{self.kind.noun} {self.namespace}/{name} was deleted before it finished")
                 rv = obj.get("metadata", {}).get("resourceVersion")
                 for current in itertools.chain([obj], self._watch_once(name, rv, self._slice(deadline))):
                     if current is None:
-                        raise TrainingJobError(f"pytorchjob {self.namespace}/{name} was deleted before it "
+                        raise TrainingJobError(f"{self.kind.noun} {self.namespace}/{name} was deleted before it "
                                                "finished")
-                    state = job_state(current)
+                    state = self.kind.state(current)
                     if state.done and streamer is not None:
                         self._drain(streamer)
                     if state.phase != last_phase:
                         last_phase = state.phase
-                        self._note(f"pytorchjob {name}: {state.phase}"
+                        self._note(f"{self.kind.noun} {name}: {state.phase}"
                                    + (f" ({state.reason}: {state.message})" if state.message else ""))
                     if self.stream_logs and streamer is None and state.phase not in ("Pending", "Created"):
-                        streamer = LogStreamer(self.core, self.namespace, f"{name}-master-0", self.emit,
-                                               retry_s=min(1.0, self.poll_interval_s))
+                        streamer = LogStreamer(self.core, self.namespace, lambda: self.master_pod(name), self.emit,
+                                               retry_s=min(1.0, self.poll_interval_s), container=self.kind.container)
                         streamer.start()
                     if state.phase == "Restarting":
                         self._bound_restarts(name, current, restarts)
@@ -355,7 +436,7 @@ class Launcher:
                     if deadline is not None and time.monotonic() >= deadline:
                         break
                 if deadline is not None and time.monotonic() >= deadline:
-                    raise TrainingJobTimeout(f"pytorchjob {self.namespace}/{name} did not finish within "
+                    raise TrainingJobTimeout(f"{self.kind.noun} {self.namespace}/{name} did not finish within "
                                              f"{self.timeout_s:.0f} s")
         finally:
             if streamer is not None:
@@ -370,9 +451,9 @@ class Launcher:
                      if c.get("type") == "Restarting" and c.get("status") == "True"), {})
         seen.add(cond.get("lastTransitionTime") or f"#{len(seen)}")
         if limit is not None and len(seen) > int(limit):
-            self._note(f"pytorchjob {name} restarted {len(seen)} time(s), more than train.restarts={limit}: deleting it")
+            self._note(f"{self.kind.noun} {name} restarted {len(seen)} time(s), more than train.restarts={limit}: deleting it")
             self.delete(name)
-            raise TrainingJobFailed(f"pytorchjob {self.namespace}/{name} failed: it restarted {len(seen)} time(s), "
+            raise TrainingJobFailed(f"{self.kind.noun} {self.namespace}/{name} failed: it restarted {len(seen)} time(s), "
                                     f"more than train.restarts={limit} allows ({cond.get('message', 'Restarting')}); "
                                     "it was deleted")
 
@@ -391,13 +472,13 @@ class Launcher:
         streamer.catch_up()
 
     def _failure_message(self, name: str, state: JobState, streamer: LogStreamer | None) -> str:
-        parts = [f"pytorchjob {self.namespace}/{name} failed: {state.message or state.reason or 'Failed'}"]
+        parts = [f"{self.kind.noun} {self.namespace}/{name} failed: {state.message or state.reason or 'Failed'}"]
         with contextlib.suppress(Exception):
-            pod = self.core.read_namespaced_pod(f"{name}-master-0", self.namespace)
+            pod = self.core.read_namespaced_pod((streamer and streamer.pod) or self.master_pod(name), self.namespace)
             for status in pod.status.container_statuses or []:
                 term = status.state.terminated if status.state else None
                 term = term or (status.last_state.terminated if status.last_state else None)
-                if status.name == CONTAINER and term is not None:
+                if status.name == self.kind.container and term is not None:
                     parts.append(f"master container: exit code {term.exit_code}"
                                  + (f", {term.reason}" if term.reason else "")
                                  + (f": {term.message.strip()}" if term.message else ""))
@@ -416,13 +497,13 @@ class Launcher:
                 self.submit(manifest)
                 return self.wait(name, deadline)
             except TrainingJobTimeout:
-                self._note(f"timed out after {self.timeout_s:.0f} s: deleting pytorchjob {name}")
+                self._note(f"timed out after {self.timeout_s:.0f} s: deleting {self.kind.noun} {name}")
                 self.delete(name)
                 raise
             except (_Cancelled, KeyboardInterrupt):
-                self._note(f"cancelled: deleting pytorchjob {name}")
+                self._note(f"cancelled: deleting {self.kind.noun} {name}")
                 self.delete(name)
-                raise TrainingJobCancelled(f"cancelled: pytorchjob {self.namespace}/{name} was deleted") from None
+                raise TrainingJobCancelled(f"cancelled: {self.kind.noun} {self.namespace}/{name} was deleted") from None
 
 
 @contextlib.contextmanager
@@ -442,5 +523,5 @@ def _sigterm_raises():
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["JobState", "Launcher", "LogStreamer", "TrainingJobCancelled", "TrainingJobError", "TrainingJobFailed",
+__all__ = ["JobKind", "JobState", "KINDS", "Launcher", "PYTORCHJOB", "TRAINJOB", "kind_of", "trainjob_state", "LogStreamer", "TrainingJobCancelled", "TrainingJobError", "TrainingJobFailed",
            "TrainingJobTimeout", "api_client_from_environment", "job_state"]

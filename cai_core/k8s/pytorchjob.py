@@ -100,6 +100,9 @@ class JobSpec:
     #: The pipeline step when it is not the stage (a preference round's `dpo_r2`): the job's name, labels and
     #: CAI_STEP, so the rounds of one run never share a job.
     step: str = ""
+    #: TrainJob only (trainjob.py): the runtime it runs against (train.runtime, train.runtime_kind).
+    runtime: str = "torch-distributed"
+    runtime_kind: str = "ClusterTrainingRuntime"
 
     @property
     def step_name(self) -> str:
@@ -152,7 +155,10 @@ def command(spec: JobSpec) -> list[str]:
     return ["/bin/bash", "-c", script]
 
 
-def _pod_template(spec: JobSpec):
+def pod_env(spec: JobSpec) -> list:
+    """The training container's env (V1EnvVar): the stage config, run id, step, scratch paths, plain env, Secrets.
+
+    Shared by the PyTorchJob and the TrainJob (trainjob.py)."""
     from kubernetes import client as k
 
     env = [k.V1EnvVar(name=CONFIG_ENV, value=json.dumps(spec.config, sort_keys=True, separators=(",", ":"))),
@@ -166,7 +172,28 @@ def _pod_template(spec: JobSpec):
     env += [k.V1EnvVar(name=name, value_from=k.V1EnvVarSource(
         secret_key_ref=k.V1SecretKeySelector(name=secret, key=key))) for name, (secret, key) in
         sorted(spec.secret_env.items())]
+    return env
+
+
+def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
+    """Requests and limits of every training pod: CPU, memory, GPUs, train.extra_resources."""
     gpus = str(spec.gpus_per_node)
+    return {"requests": {"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources},
+            "limits": {"memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources}}
+
+
+def owner_references(spec: JobSpec) -> list[dict[str, Any]] | None:
+    if not spec.owner:
+        return None
+    return [{"apiVersion": spec.owner["apiVersion"], "kind": spec.owner["kind"], "name": spec.owner["name"],
+             "uid": spec.owner["uid"], "controller": False, "blockOwnerDeletion": False}]
+
+
+def _pod_template(spec: JobSpec):
+    from kubernetes import client as k
+
+    env = pod_env(spec)
+    res = resources(spec)
     container = k.V1Container(
         name=CONTAINER,
         image=spec.image,
@@ -175,9 +202,7 @@ def _pod_template(spec: JobSpec):
         args=command(spec)[2:],
         env=env,
         ports=[k.V1ContainerPort(name=PORT_NAME, container_port=PORT)],
-        resources=k.V1ResourceRequirements(
-            requests={"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources},
-            limits={"memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources}),
+        resources=k.V1ResourceRequirements(requests=res["requests"], limits=res["limits"]),
         volume_mounts=[k.V1VolumeMount(name="dshm", mount_path="/dev/shm"),
                        k.V1VolumeMount(name="scratch", mount_path=SCRATCH)],
     )
@@ -202,7 +227,7 @@ def _pod_template(spec: JobSpec):
 
 
 def spec_hash(manifest: dict[str, Any]) -> str:
-    """Hash of what the job does (its spec), to tell a job of this config from one of another config."""
+    """Hash of what the job does (its spec), to tell a job of this config from one of another config (any kind)."""
     return hashlib.sha256(json.dumps(manifest["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -250,5 +275,5 @@ def to_yaml(manifest: dict[str, Any]) -> str:
     return yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, width=120)
 
 
-__all__ = ["API_VERSION", "GROUP", "JobSpec", "KIND", "PLURAL", "VERSION", "build_job", "job_name", "spec_hash",
-           "to_yaml"]
+__all__ = ["API_VERSION", "GROUP", "JobSpec", "KIND", "PLURAL", "VERSION", "build_job", "job_name", "labels",
+           "owner_references", "pod_env", "resources", "spec_hash", "to_yaml"]

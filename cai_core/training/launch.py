@@ -1,5 +1,5 @@
-"""Where one training stage runs: in this process (one rank of many under torchrun), or as a PyTorchJob that
-this process creates and watches; and a pipeline step's training (`run_training_step`)."""
+"""Where one training stage runs: in this process (one rank of many under torchrun), or as a PyTorchJob or a
+Kubeflow Trainer v2 TrainJob (train.launcher) that this process creates and watches; and a pipeline step's training (`run_training_step`)."""
 from __future__ import annotations
 
 import json
@@ -152,16 +152,16 @@ def owner_from_env() -> dict[str, str] | None:
 
 def job_spec(stage: str, section: Any, lc: Any, cluster: Any, *, run_id: str, data_uri: str, model_uri: str,
              out_uri: str, step: str = ""):
-    """The JobSpec of a stage's PyTorchJob from the train (lc) and cluster sections."""
+    """The JobSpec of a stage's PyTorchJob or TrainJob from the train (lc) and cluster sections."""
     from cai_core import deepspeed_configs
     from cai_core.k8s.pytorchjob import SECRET_ENV, JobSpec
 
     for what, uri in (("--data", data_uri), ("--out", out_uri)):
         if not storage.is_remote(uri):
-            raise ConfigError(f"train.launcher pytorchjob: {what} {uri} is a local path, which the job's pods cannot "
+            raise ConfigError(f"train.launcher {lc.launcher}: {what} {uri} is a local path, which the job's pods cannot "
                               "read; use an s3:// URI (or an s3:// output_dir for a pipeline run)")
     if os.path.exists(model_uri) or model_uri.startswith(("/", "./", "../", "~")):
-        raise ConfigError(f"train.launcher pytorchjob: --model {model_uri} is a local path; use a hub id, an "
+        raise ConfigError(f"train.launcher {lc.launcher}: --model {model_uri} is a local path; use a hub id, an "
                           "embedded model (tiny, smollm2-135m) or an s3:// directory")
     shipped = dict(section.to_dict())
     shipped["deepspeed"] = deepspeed_configs.inline(section.deepspeed)  # a file of this machine travels as JSON
@@ -186,18 +186,33 @@ def job_spec(stage: str, section: Any, lc: Any, cluster: Any, *, run_id: str, da
         restarts=lc.restarts, ttl_after_finished_s=lc.ttl_after_finished_s, owner=owner,
         pod_annotations=dict(lc.pod_annotations), pod_labels=dict(lc.pod_labels), priority_class=lc.priority_class,
         kueue_queue=lc.kueue_queue, extra_resources={k: str(v) for k, v in lc.extra_resources.items()},
+        runtime=getattr(lc, "runtime", "torch-distributed"),
+        runtime_kind=getattr(lc, "runtime_kind", "ClusterTrainingRuntime"),
     )
 
 
-def launch(spec, lc, api_client=None, emit=None):
-    """Create (or re-attach to) the job and wait for it; returns the Launcher (its events) on success."""
-    from cai_core.k8s.launcher import Launcher, api_client_from_environment
-    from cai_core.k8s.pytorchjob import build_job
+def build_manifest(spec, launcher: str) -> dict[str, Any]:
+    """The job manifest of `spec` for train.launcher `launcher` (pytorchjob or trainjob)."""
+    if launcher == "trainjob":
+        from cai_core.k8s.trainjob import build_trainjob
 
-    manifest = build_job(spec)
+        return build_trainjob(spec)
+    if launcher == "pytorchjob":
+        from cai_core.k8s.pytorchjob import build_job
+
+        return build_job(spec)
+    raise ConfigError(f"train.launcher: {launcher!r} does not launch a job (pytorchjob or trainjob)")
+
+
+def launch(spec, lc, api_client=None, emit=None, which: str | None = None):
+    """Create (or re-attach to) the job of `which` (default train.launcher) and wait for it; returns the Launcher
+    (its events) and the manifest on success."""
+    from cai_core.k8s.launcher import Launcher, api_client_from_environment, kind_of
+
+    manifest = build_manifest(spec, which or lc.launcher)
     launcher = Launcher(api_client or api_client_from_environment(), spec.namespace,
                         poll_interval_s=lc.poll_interval_s, timeout_s=lc.timeout_s, stream_logs=lc.stream_logs,
-                        emit=emit)
+                        emit=emit, kind=kind_of(manifest))
     launcher.run(manifest)
     return launcher, manifest
 
@@ -228,7 +243,7 @@ def _published_model(run_root: str, local_model_dir: Path) -> str | None:
 
 def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, out_dir: Path, run_root: str,
                       emit=None, api_client=None, step: str = "") -> StageResult:
-    """A pipeline step's training (the runtime's sft and dpo steps): in process, or through a PyTorchJob.
+    """A pipeline step's training (the runtime's sft and dpo steps): in process, or through a PyTorchJob/TrainJob.
 
     `model`: for sft the configured name ('tiny', a hub id, a local directory); for dpo the local directory of
     the SFT step's model. With ``train.launcher: pytorchjob`` the data file is uploaded to <work>/input/, a local
@@ -248,7 +263,7 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
     work = storage.join(lc.work_uri, step) if lc.work_uri and step != stage else (
         lc.work_uri or storage.join(run_root, "_train", step))
     if not storage.is_remote(work):
-        raise ConfigError(f"train.launcher pytorchjob: the job's work location {work} is local; set output_dir "
+        raise ConfigError(f"train.launcher {lc.launcher}: the job's work location {work} is local; set output_dir "
                           "(or train.work_uri) to an s3:// prefix")
     data_uri = storage.join(work, "input", Path(data).name)
     storage.upload_file(str(data), data_uri)
@@ -264,6 +279,6 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
                     model_uri=model_uri, out_uri=work, step=step)
     launcher, manifest = launch(spec, lc, api_client=api_client, emit=emit)
     result = collect(work, Path(out_dir))
-    result.details.update(pytorchjob=manifest["metadata"]["name"], namespace=spec.namespace,
+    result.details.update({lc.launcher: manifest["metadata"]["name"]}, namespace=spec.namespace,
                           launcher_events=launcher.events)
     return result

@@ -20,7 +20,7 @@ def test_builtin_cluster_config_loads_with_load_run_config():
     assert cfg.teacher.backend == "openai"
     assert cfg.output_dir.startswith("s3://")
     c = cfg.cluster
-    assert c.generation_gpus == 8 and c.tensor_parallel_size * c.data_parallel_replicas == 8
+    assert cfg.vllm.gpus == 8 and cfg.vllm.tensor_parallel_size * cfg.vllm.replicas == 8
     assert c.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert c.tolerations == (Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"),)
     assert set(c.secrets.refs()) == {"openai_api_key", "aws_access_key_id", "aws_secret_access_key", "hf_token"}
@@ -58,17 +58,20 @@ def _err(overrides: list[str]) -> str:
 
 @pytest.mark.parametrize("tp,dp", [(8, 1), (4, 2), (2, 4), (1, 8)])
 def test_parallel_layouts_that_fill_the_gpus(tp, dp):
-    cfg = load_cluster_run_config(None, [f"cluster.tensor_parallel_size={tp}", f"cluster.data_parallel_replicas={dp}"])
-    assert cfg.cluster.tensor_parallel_size * cfg.cluster.data_parallel_replicas == 8
+    cfg = load_cluster_run_config(None, [f"vllm.tensor_parallel_size={tp}", f"vllm.data_parallel_replicas={dp}"])
+    assert cfg.vllm.tensor_parallel_size * cfg.vllm.replicas == 8
+    assert load_cluster_run_config(None, [f"vllm.tensor_parallel_size={tp}"]).vllm.replicas == dp  # one setting
 
 
 def test_gpu_layout_that_does_not_divide():
-    msg = _err(["cluster.tensor_parallel_size=3", "cluster.data_parallel_replicas=1"])
-    assert "cluster.tensor_parallel_size" in msg and "3 x 1 = 3 GPUs" in msg and "generation_gpus is 8" in msg
+    msg = _err(["vllm.tensor_parallel_size=3", "vllm.data_parallel_replicas=1"])
+    assert "vllm.tensor_parallel_size" in msg and "data_parallel_replicas (1) must equal gpus (8)" in msg
     assert "1x8, 2x4, 4x2, 8x1" in msg
-    msg = _err(["cluster.generation_gpus=4", "cluster.tensor_parallel_size=8"])
-    assert "generation_gpus is 4" in msg and "1x4, 2x2, 4x1" in msg
-    assert "must be >= 1" in _err(["cluster.generation_gpus=0"])
+    msg = _err(["vllm.gpus=4", "vllm.tensor_parallel_size=8"])
+    assert "must equal gpus (4)" in msg and "1x4, 2x2, 4x1" in msg
+    assert "must be >= 1" in _err(["vllm.gpus=0"])
+    for key in ("generation_gpus", "tensor_parallel_size", "data_parallel_replicas"):  # one place for the layout
+        assert f"cluster.{key}: moved to vllm." in _err([f"cluster.{key}=8"])
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -156,6 +159,6 @@ def test_a_user_file_replaces_the_node_selector(tmp_path):
 
 def test_errors_in_a_user_file_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("cluster:\n  tensor_parallel_size: 3\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: cluster.tensor_parallel_size"):
+    path.write_text("vllm:\n  tensor_parallel_size: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: vllm.tensor_parallel_size"):
         load_cluster_run_config(path)
