@@ -12,10 +12,11 @@ task with its step name. It applies, from `cfg.cluster` (see cai_core/config/clu
   the pipeline parameter `run_root` (default `<output_dir>/{run_id}`, filled in at run time with KFP's
   run id, see cai_pipeline.build_pipeline), so the pods carry no `cai/run-id` label (a label cannot
   take a run-time value); the PyTorchJobs, created at run time, do;
-* generation steps (revise, pairs, gate, evaluate): `nvidia.com/gpu` x generation_gpus,
-  the H100 node selector and tolerations, a memory-backed /dev/shm, CPU and
-  memory, and the vLLM layout as env (CAI_VLLM_TENSOR_PARALLEL_SIZE,
-  CAI_VLLM_DATA_PARALLEL_REPLICAS, CAI_GPUS);
+* generation steps (revise, pairs, gate, evaluate and their preference-round copies): `nvidia.com/gpu` x
+  `vllm.gpus`, the H100 node selector and tolerations, a memory-backed /dev/shm, an emptyDir of
+  `cluster.generation_stage_size` at `vllm.stage_dir` (where an s3:// model is staged), CPU and memory.
+  The vLLM layout is not passed as env: the step reads the `vllm` section from its payload, the same
+  section whose `gpus` sets the pod's GPU limit here, so the two cannot disagree;
 * training steps (sft, dpo: small launcher pods): CPU and memory, and what the
   PyTorchJob launcher needs as env: CAI_TRAINER_IMAGE, CAI_CLUSTER_CONFIG (the
   cluster section as JSON: node selector, tolerations, shm, secret refs) and
@@ -124,7 +125,7 @@ def platform(cfg: RunConfig) -> Callable:
 
         if step in GENERATION_STEPS:
             task.set_accelerator_type(c.gpu_resource)
-            task.set_accelerator_limit(c.generation_gpus)
+            task.set_accelerator_limit(cfg.vllm.gpus)
             task.set_cpu_request(c.generation_cpu)
             task.set_memory_request(c.generation_memory)
             task.set_memory_limit(c.generation_memory)
@@ -135,9 +136,10 @@ def platform(cfg: RunConfig) -> Callable:
                                           effect=t.effect or None, toleration_seconds=t.toleration_seconds)
             kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                        size_limit=c.shm_size)
-            env.update({"CAI_GPUS": str(c.generation_gpus),
-                        "CAI_VLLM_TENSOR_PARALLEL_SIZE": str(c.tensor_parallel_size),
-                        "CAI_VLLM_DATA_PARALLEL_REPLICAS": str(c.data_parallel_replicas)})
+            # s3:// models are staged here before `vllm serve` (KFP sets no ephemeral-storage request; the
+            # emptyDir's size limit is enforced by the kubelet)
+            kubernetes.empty_dir_mount(task, volume_name="models", mount_path=cfg.vllm.stage_dir,
+                                       size_limit=c.generation_stage_size)
         else:
             task.set_cpu_request(c.cpu)
             task.set_memory_request(c.memory)

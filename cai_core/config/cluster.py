@@ -5,8 +5,7 @@ Data only: `pipelines/cluster.py` turns it into KFP/Kubernetes settings and
 `cai run` (kfp.local) ignores it.
 
 Every check that can be made without a cluster is made here, when the config
-is loaded: image references, the vLLM parallel layout against the GPU count,
-Secret names and keys, step names, Kubernetes quantities and label values.
+is loaded: image references, Secret names and keys, step names, Kubernetes quantities and label values.
 """
 from __future__ import annotations
 
@@ -14,12 +13,16 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 from cai_core.config.base import ConfigBase, require
+from cai_core.errors import ConfigError
 from cai_core.k8s.validate import (image_reference_problem, is_cpu_quantity, is_dns_label, is_dns_subdomain,
                                    is_env_name, is_image_tag, is_label_key, is_label_value, is_memory_quantity,
                                    is_registry, is_secret_key, looks_like_secret)
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, TRAINING_STEPS
 
 IMAGE_KINDS = ("core", "trainer", "vllm")
+#: Keys that moved to the vllm section (the one place for the generation layout, locally and on the cluster).
+MOVED_TO_VLLM = {"generation_gpus": "vllm.gpus", "tensor_parallel_size": "vllm.tensor_parallel_size",
+                 "data_parallel_replicas": "vllm.data_parallel_replicas"}
 
 
 def _known_steps(steps: Sequence[str], name: str) -> None:
@@ -122,16 +125,15 @@ class ClusterConfig(ConfigBase):
     #: Existing Secrets (type dockerconfigjson) to pull the images with.
     image_pull_secrets: tuple[str, ...] = ()
 
-    #: GPUs of each generation pod (revise, pairs, gate, evaluate): one pod, one node.
-    generation_gpus: int = 8
-    #: vLLM tensor-parallel size; tensor_parallel_size x data_parallel_replicas must equal generation_gpus.
-    tensor_parallel_size: int = 8
-    #: vLLM data-parallel replicas (one server per replica on its own GPUs).
-    data_parallel_replicas: int = 1
+    # A generation pod's GPU count and vLLM layout live in the vllm section (vllm.gpus, vllm.tensor_parallel_size,
+    # vllm.data_parallel_replicas): one setting for the pod's GPU limit and the servers started in it.
     #: Extended resource name of the GPUs.
     gpu_resource: str = "nvidia.com/gpu"
     #: Size of the memory-backed /dev/shm of generation pods (NCCL and vLLM workers need it).
     shm_size: str = "64Gi"
+    #: Size limit of the emptyDir mounted at vllm.stage_dir in generation pods, where an s3:// model is
+    #: staged before `vllm serve` (node disk; at least the model's size: 16 GB for 8B in bf16, 140 GB for 70B).
+    generation_stage_size: str = "200Gi"
     #: CPU request of a generation pod.
     generation_cpu: str = "32"
     #: Memory request and limit of a generation pod.
@@ -188,6 +190,14 @@ class ClusterConfig(ConfigBase):
     #: Service account of the pipeline pods (needs the chart's Role); empty = KFP's default runner account.
     service_account: str = ""
 
+    @classmethod
+    def from_dict(cls, data, path: str = ""):
+        for key in data or {}:
+            if key in MOVED_TO_VLLM:
+                raise ConfigError(f"{path + '.' if path else ''}{key}: moved to {MOVED_TO_VLLM[key]} (the vllm "
+                                  "section holds the generation pods' GPUs and vLLM layout, locally and on the cluster)")
+        return super().from_dict(data, path)
+
     def validate(self) -> None:
         require(is_registry(self.registry), "registry",
                 f"{self.registry!r} is not a valid registry/repository prefix (e.g. ghcr.io/my-org)")
@@ -200,23 +210,11 @@ class ClusterConfig(ConfigBase):
         for name in self.image_pull_secrets:
             require(is_dns_subdomain(name), "image_pull_secrets", f"{name!r} is not a valid Secret name")
 
-        require(self.generation_gpus >= 1, "generation_gpus", f"must be >= 1, got {self.generation_gpus}")
-        require(self.tensor_parallel_size >= 1, "tensor_parallel_size", f"must be >= 1, got {self.tensor_parallel_size}")
-        require(self.data_parallel_replicas >= 1, "data_parallel_replicas",
-                f"must be >= 1, got {self.data_parallel_replicas}")
-        layouts = ", ".join(f"{t}x{self.generation_gpus // t}" for t in range(1, self.generation_gpus + 1)
-                            if self.generation_gpus % t == 0)
-        require(self.tensor_parallel_size * self.data_parallel_replicas == self.generation_gpus,
-                "tensor_parallel_size",
-                f"tensor_parallel_size x data_parallel_replicas = {self.tensor_parallel_size} x "
-                f"{self.data_parallel_replicas} = {self.tensor_parallel_size * self.data_parallel_replicas} GPUs, "
-                f"but generation_gpus is {self.generation_gpus}; layouts that use all {self.generation_gpus} "
-                f"(tensor x data): {layouts}")
         require(is_label_key(self.gpu_resource), "gpu_resource", f"{self.gpu_resource!r} is not a resource name")
         for name in ("generation_cpu", "cpu"):
             value = getattr(self, name)
             require(is_cpu_quantity(value), name, f"{value!r} is not a CPU quantity (e.g. 4, 0.5, 500m)")
-        for name in ("shm_size", "generation_memory", "memory"):
+        for name in ("shm_size", "generation_stage_size", "generation_memory", "memory"):
             value = getattr(self, name)
             require(is_memory_quantity(value), name, f"{value!r} is not a memory quantity (e.g. 4Gi, 512Mi, 64G)")
         for name in ("node_selector", "cpu_node_selector"):

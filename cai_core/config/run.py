@@ -14,6 +14,7 @@ from typing import Literal
 from cai_core.config.base import ConfigBase, require
 from cai_core.config.cluster import ClusterConfig
 from cai_core.k8s.config import LauncherConfig
+from cai_core.llm.vllm_server import VLLMConfig
 from cai_core.stages.clean import CleanConfig
 from cai_core.stages.compare import CompareConfig
 from cai_core.stages.discover import DiscoverConfig
@@ -45,6 +46,11 @@ class ModelConfig(ConfigBase):
         require(bool(self.name_or_path), "name_or_path", "must not be empty")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
 
+    @property
+    def serves_vllm(self) -> bool:
+        """Generation goes through vLLM servers: the generation steps read the `vllm` section."""
+        return self.backend == "vllm"
+
 
 @dataclass(frozen=True)
 class TeacherConfig(ConfigBase):
@@ -74,6 +80,9 @@ class RunConfig(ConfigBase):
     #: Where runs are written: a local directory or an s3://bucket/prefix.
     output_dir: str = "runs"
     model: ModelConfig = ModelConfig()
+    #: The vLLM servers of the generation steps (model.backend: vllm): GPU layout, server options, S3 staging.
+    #: The one place for the layout: on the cluster each generation pod requests vllm.gpus GPUs.
+    vllm: VLLMConfig = VLLMConfig()
     teacher: TeacherConfig = TeacherConfig()
     storage: StorageConfig = StorageConfig()
     #: Training prompts (red-team and helpful).
@@ -94,7 +103,8 @@ class RunConfig(ConfigBase):
     report: ReportConfig = ReportConfig()
     #: The cleaning ablation (`cai run --ablation`): variants, seeds and the compared metrics.
     ablation: CompareConfig = CompareConfig()
-    #: Where sft and dpo train: in process (local) or as a Kubeflow PyTorchJob (pytorchjob), and the job's shape.
+    #: Where sft and dpo train: in process (local), as a Kubeflow PyTorchJob (pytorchjob) or a Kubeflow Trainer v2
+    #: TrainJob (trainjob, against train.runtime), and the job's shape.
     train: LauncherConfig = LauncherConfig()
     #: Cluster settings (images, GPUs, placement, secrets); ignored by `cai run`.
     cluster: ClusterConfig = ClusterConfig()

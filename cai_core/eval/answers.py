@@ -24,7 +24,10 @@ class AnswerSettings(Protocol):
 
 
 def policy_loader(model_cfg: Any, vllm_cfg: Any = None) -> Callable[[str], ChatModel]:
-    """path -> ChatModel for the policy backend of `model_cfg` (transformers in process, or vLLM servers)."""
+    """path -> ChatModel for the policy backend of `model_cfg` (transformers in process, or vLLM servers).
+
+    `vllm_cfg`: the run config's `vllm` section (layout, server options, stage_dir for s3:// models).
+    """
     from cai_core.llm.vllm_server import load_policy_model
 
     return lambda path: load_policy_model(path, model_cfg, vllm_cfg)

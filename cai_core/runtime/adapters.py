@@ -56,9 +56,9 @@ Adapter = Callable[[StepContext], StageResult]
 
 
 def _policy(ctx: StepContext, path: str):
-    """The policy model for generation: transformers in process, or vLLM servers (model.backend)."""
+    """The policy model for generation: transformers in process, or vLLM servers (model.backend, the vllm section)."""
     from cai_core.llm.vllm_server import load_policy_model
-    return load_policy_model(path, ctx.sections["model"])
+    return load_policy_model(path, ctx.sections["model"], ctx.sections["vllm"])
 
 
 def _teacher(ctx: StepContext):
@@ -169,7 +169,7 @@ def _gate(ctx: StepContext) -> StageResult:
     cfg = ctx.section
     models = {k: v for k, v in _models_under_test(ctx).items() if k in cfg.models}
     return gate.run(cfg, ctx.inputs["prompts"] / artifacts.PROMPTS, models, ctx.out_dir,
-                    load_model=policy_loader(ctx.sections["model"]))
+                    load_model=policy_loader(ctx.sections["model"], ctx.sections["vllm"]))
 
 
 def _evaluate(ctx: StepContext) -> StageResult:
@@ -184,7 +184,7 @@ def _evaluate(ctx: StepContext) -> StageResult:
     models = {n: paths[n] for n in names if n in paths}
     with opened(_teacher(ctx)) as judge:
         return evaluate.run(ctx.section, ctx.inputs["prompts"] / artifacts.PROMPTS, models, ctx.out_dir,
-                            load_model=policy_loader(ctx.sections["model"]), judge=judge)
+                            load_model=policy_loader(ctx.sections["model"], ctx.sections["vllm"]), judge=judge)
 
 
 def _report(ctx: StepContext) -> StageResult:

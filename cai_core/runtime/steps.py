@@ -30,10 +30,12 @@ class Narrowing:
     neither its inputs, its fingerprint nor its KFP cache key.
     """
 
-    #: A boolean attribute of the step's own section (e.g. `CleanConfig.calls_teacher`).
+    #: A boolean attribute of the step's own section (e.g. `CleanConfig.calls_teacher`), or of `of`.
     flag: str
     #: The sections read only while it is true.
     sections: tuple[str, ...]
+    #: The section holding the flag; empty = the step's own.
+    of: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,14 @@ class Step:
     def used(self, cfg: Any) -> tuple[str, ...]:
         """The sections `cfg` (a RunConfig) really uses: `sections`, less those its narrowing turns off."""
         narrowing = self.narrowing
-        if narrowing is None or getattr(getattr(cfg, self.section), narrowing.flag):
+        if narrowing is None or getattr(getattr(cfg, narrowing.of or self.section), narrowing.flag):
             return self.sections
         return tuple(s for s in self.sections if s not in narrowing.sections)
 
+
+#: A generation step reads the `vllm` section only while model.backend is vllm, so vLLM settings change no
+#: in-process (transformers) run's fingerprints, and no training step's ever.
+_VLLM = Narrowing(flag="serves_vllm", sections=("vllm",), of="model")
 
 _CLEAN = dict(stage="clean", sections=("clean", "teacher", "model"), inputs=("rows",),
               narrowing=Narrowing(flag="calls_teacher", sections=("teacher", "model")))
@@ -87,18 +93,20 @@ STEPS: Mapping[str, Step] = MappingProxyType({step.name: step for step in (
     # the overlap check reads the training prompts' section (eval_prompts.overlap: off leaves it out)
     Step("prepare_eval", "prepare", ("eval_prompts", "prompts"),
          narrowing=Narrowing(flag="checks_overlap", sections=("prompts",))),
-    Step("revise", "revise", ("revise", "model"), inputs=("prompts",), kind="generation"),
+    Step("revise", "revise", ("revise", "model", "vllm"), inputs=("prompts",), kind="generation", narrowing=_VLLM),
     Step("clean_revisions", **_CLEAN),
     Step("sft", "sft", ("sft", "model", "train"), inputs=("data",), kind="training"),
-    Step("pairs", "pairs", ("pairs", "model"), inputs=("prompts", "model"), kind="generation"),
+    Step("pairs", "pairs", ("pairs", "model", "vllm"), inputs=("prompts", "model"), kind="generation",
+         narrowing=_VLLM),
     Step("clean_pairs", **_CLEAN),
     Step("discover", "discover", ("discover", "teacher", "model")),
     Step("judge", "judge", ("judge", "teacher", "model"), inputs=("pairs",), optional_inputs=("constitution",)),
     Step("dpo", "dpo", ("dpo", "train"), inputs=("preferences", "model"), kind="training"),
     # the collapse gate's models answer its probe set
-    Step("gate", "gate", ("gate", "model"), inputs=("prompts", "sft", "dpo"), kind="generation"),
-    Step("evaluate", "evaluate", ("evaluate", "model", "teacher"), inputs=("prompts", "sft", "dpo"),
-         kind="generation"),
+    Step("gate", "gate", ("gate", "model", "vllm"), inputs=("prompts", "sft", "dpo"), kind="generation",
+         narrowing=_VLLM),
+    Step("evaluate", "evaluate", ("evaluate", "model", "teacher", "vllm"), inputs=("prompts", "sft", "dpo"),
+         kind="generation", narrowing=_VLLM),
     Step("report", "report", ("report",), inputs=("clean_revisions", "sft", "clean_pairs", "judge", "dpo", "gate"),
          optional_inputs=("evaluate",)),
     Step("compare", "compare", ("ablation",)),

@@ -37,7 +37,8 @@ FULL_VALUES = {
     "kfp": {"host": "https://kubeflow.example.com/pipeline", "namespace": "team-b", "experiment": "nightly",
             "tokenSecret": {"name": "kfp-token", "key": "token"}, "projectedTokenAudience": "pipelines.kubeflow.org"},
     "runConfig": {"output_dir": "s3://bucket/cai", "sft": {"learning_rate": 1.0e-5},
-                  "cluster": {"tensor_parallel_size": 2, "data_parallel_replicas": 4, "tag": "0.1.0"}},
+                  "vllm": {"tensor_parallel_size": 2, "data_parallel_replicas": 4},
+                  "cluster": {"tag": "0.1.0"}},
     "constitution": "critique_revision: []\n",
     "submit": {"enabled": True, "hook": "argocd", "checkSecrets": False, "extraArgs": ["--wait", "--timeout", "86400"],
                "backoffLimit": 1, "activeDeadlineSeconds": 90000, "ttlSecondsAfterFinished": 3600,
@@ -140,7 +141,7 @@ def test_rendered_config_is_a_valid_cai_config(helm, tmp_path):
         if values:
             assert cfg.cluster.secrets.aws_access_key_id is None and cfg.cluster.secrets.openai_api_key.secret == "openai"
             assert cfg.revise.constitution == "/etc/cai/constitution.yaml" == cfg.judge.constitution
-            assert cfg.cluster.tensor_parallel_size == 2 and cfg.sft.learning_rate == 1.0e-5
+            assert cfg.vllm.tensor_parallel_size == 2 and cfg.sft.learning_rate == 1.0e-5
 
 
 def test_submit_job_follows_the_config_checksum(helm, tmp_path):
@@ -293,7 +294,7 @@ def test_gitops_example_renders(helm, tmp_path):
     (cm,) = kinds(docs, "ConfigMap")
     path = tmp_path / "c.yaml"
     path.write_text(cm["data"]["config.yaml"])
-    assert load_cluster_run_config(path).cluster.data_parallel_replicas == 8
+    assert load_cluster_run_config(path).vllm.data_parallel_replicas == 8
     app = yaml.safe_load(_doc_blocks("argocd-application"))
     assert app["apiVersion"] == "argoproj.io/v1alpha1" and app["kind"] == "Application"
     chart_src, values_src = app["spec"]["sources"]

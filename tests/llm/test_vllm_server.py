@@ -38,13 +38,15 @@ port = int(opts["--port"])
 record = os.environ.get("FAKE_VLLM_RECORD")
 if record:
     with open(os.path.join(record, f"{{port}}.json"), "w") as f:
-        json.dump({{"argv": sys.argv[1:], "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid()}}, f)
+        json.dump({{"argv": sys.argv[1:], "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+                   "files": sorted(os.listdir(model)) if os.path.isdir(model) else None}}, f)
 print(f"INFO fake vllm serving {{model}} on port {{port}}", flush=True)
 if os.environ.get("FAKE_VLLM_FAIL"):
     print("ERROR CUDA out of memory (fake)", flush=True)
     sys.exit(3)
 time.sleep(float(os.environ.get("FAKE_VLLM_DELAY", "0")))
 name = opts.get("--served-model-name", model)
+served = 0
 
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -63,6 +65,15 @@ class H(BaseHTTPRequestHandler):
             return self._send(200, {{"object": "list", "data": [{{"id": name, "object": "model"}}]}})
         self._send(404, {{"error": {{"message": "not found"}}}})
     def do_POST(self):
+        global served
+        served += 1
+        die = os.environ.get("FAKE_VLLM_DIE_CUDA") == os.environ.get("CUDA_VISIBLE_DEVICES")
+        once = os.environ.get("FAKE_VLLM_DIE_ONCE")
+        if die and served > int(os.environ.get("FAKE_VLLM_DIE_AFTER", "0")) and not (once and os.path.exists(once)):
+            if once:
+                open(once, "w").close()
+            print("ERROR fake replica crashed", flush=True)
+            os._exit(9)
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{{}}")
         if body.get("model") != name:
             return self._send(404, {{"error": {{"message": "model not found", "code": "model_not_found"}}}})
@@ -101,8 +112,7 @@ def fake_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
     for var in ("CUDA_VISIBLE_DEVICES", "FAKE_VLLM_FAIL", "FAKE_VLLM_DELAY", "FAKE_VLLM_IGNORE_TERM",
-                "CAI_GPUS", "CAI_VLLM_TENSOR_PARALLEL_SIZE", "CAI_VLLM_DATA_PARALLEL_REPLICAS",
-                "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+                "FAKE_VLLM_DIE_CUDA", "FAKE_VLLM_DIE_AFTER", "FAKE_VLLM_DIE_ONCE", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     return record
 
@@ -131,7 +141,7 @@ def test_vllm_is_not_imported():
 
 def test_server_args_default_layout_and_prefix_caching():
     cfg = VLLMConfig()
-    assert (cfg.gpus, cfg.tensor_parallel_size, cfg.data_parallel_replicas) == (8, 8, 1)
+    assert (cfg.gpus, cfg.tensor_parallel_size, cfg.replicas) == (8, 8, 1)  # the card: one TP=8 server
     args = server_args(cfg, "/models/dpo", 8123, "dpo")
     assert args[:3] == ["vllm", "serve", "/models/dpo"]
     joined = " ".join(args)
@@ -161,15 +171,32 @@ def test_layout_must_use_every_gpu():
         VLLMConfig(gpus=8, tensor_parallel_size=2, data_parallel_replicas=2)
 
 
-def test_layout_from_cluster_env():
-    env = {"CAI_GPUS": "8", "CAI_VLLM_TENSOR_PARALLEL_SIZE": "1", "CAI_VLLM_DATA_PARALLEL_REPLICAS": "8"}
-    cfg = VLLMConfig.from_env(VLLMConfig(max_model_len=2048), env=env)
-    assert (cfg.tensor_parallel_size, cfg.data_parallel_replicas, cfg.max_model_len) == (1, 8, 2048)
-    assert VLLMConfig.from_env(env={}) == VLLMConfig()
-    with pytest.raises(CaiError, match="CAI_GPUS"):
-        VLLMConfig.from_env(env={"CAI_GPUS": "eight"})
-    with pytest.raises(CaiError, match="must equal gpus"):
-        VLLMConfig.from_env(env={"CAI_VLLM_TENSOR_PARALLEL_SIZE": "3"})
+def test_layout_is_one_setting_and_errors_name_both_keys():
+    assert VLLMConfig().replicas == 1 and VLLMConfig(tensor_parallel_size=1).replicas == 8
+    assert VLLMConfig(tensor_parallel_size=2).replicas == 4
+    with pytest.raises(CaiError, match=r"tensor_parallel_size.*x data_parallel_replicas \(0 = 8/3\)"):
+        VLLMConfig(tensor_parallel_size=3)
+    with pytest.raises(CaiError, match="stage_dir: must be an absolute path"):
+        VLLMConfig(stage_dir="models")
+
+
+def test_vllm_section_of_the_run_config():
+    from cai_core.config.loading import load_cluster_run_config, load_run_config
+    from cai_core.errors import ConfigError
+
+    cfg = load_run_config(None, ["vllm.tensor_parallel_size=2", "vllm.max_model_len=4096", "vllm.dtype=bfloat16",
+                                 "vllm.gpu_memory_utilization=0.8", "vllm.extra_args=[--enforce-eager]"])
+    assert (cfg.vllm.replicas, cfg.vllm.max_model_len, cfg.vllm.extra_args) == (4, 4096, ("--enforce-eager",))
+    with pytest.raises(ConfigError, match=r"vllm\.tensor_parallel_sise: unknown config key.*tensor_parallel_size"):
+        load_run_config(None, ["vllm.tensor_parallel_sise=2"])
+    with pytest.raises(ConfigError, match=r"vllm\.tensor_parallel_size: .*data_parallel_replicas \(2\) must equal"):
+        load_run_config(None, ["vllm.tensor_parallel_size=2", "vllm.data_parallel_replicas=2"])
+    cluster = load_cluster_run_config(None)
+    assert (cluster.vllm.tensor_parallel_size, cluster.vllm.replicas) == (1, 8)
+    tp8 = load_cluster_run_config(None, ["vllm.tensor_parallel_size=8"])  # the card's TP=8 pod: one setting
+    assert (tp8.vllm.tensor_parallel_size, tp8.vllm.replicas) == (8, 1)
+    with pytest.raises(ConfigError, match="cluster.data_parallel_replicas: moved to vllm.data_parallel_replicas"):
+        load_cluster_run_config(None, ["cluster.data_parallel_replicas=8"])
 
 
 def test_replicas_start_on_their_own_gpus_and_ports_and_stop(fake_vllm, capsys):
@@ -250,19 +277,97 @@ def test_missing_executable_is_a_clear_error(fake_vllm):
         VLLMServers("m", cfg).start()
 
 
-def test_policy_backend_choice(fake_vllm, monkeypatch):
+def test_policy_backend_choice(fake_vllm):
     class ModelCfg:
         backend = "vllm"
         device = "cuda"
         batch_size = 8
 
-    monkeypatch.setenv("CAI_GPUS", "2")
-    monkeypatch.setenv("CAI_VLLM_TENSOR_PARALLEL_SIZE", "1")
-    monkeypatch.setenv("CAI_VLLM_DATA_PARALLEL_REPLICAS", "2")
-    model = load_policy_model("/models/x", ModelCfg())
-    assert isinstance(model, VLLMChatModel) and model.cfg.data_parallel_replicas == 2
+    model = load_policy_model("/models/x", ModelCfg(), VLLMConfig(gpus=2, tensor_parallel_size=1))
+    assert isinstance(model, VLLMChatModel) and model.cfg.replicas == 2
     assert model.servers.procs == []  # started lazily, on the first request
+    assert load_policy_model("/models/x", ModelCfg()).cfg == VLLMConfig()
     ModelCfg.backend = "transformers"
     from cai_core.llm.transformers_backend import TransformersChatModel
 
     assert isinstance(load_policy_model("org/some-model", ModelCfg()), TransformersChatModel)  # loads lazily
+
+
+def _chat(model, n):
+    convs = [[{"role": "user", "content": f"q{i}"}] for i in range(n)]
+    return model.chat(convs, [Sampling(temperature=0.0, max_new_tokens=8, seed=i) for i in range(n)])
+
+
+def test_dead_replica_is_dropped_and_its_requests_go_to_the_others(fake_vllm, monkeypatch, capsys):
+    monkeypatch.setenv("FAKE_VLLM_DIE_CUDA", "1")
+    monkeypatch.setenv("FAKE_VLLM_DIE_AFTER", "2")
+    cfg = VLLMConfig(gpus=3, tensor_parallel_size=1, startup_timeout_s=30, stop_timeout_s=5, max_restarts=0,
+                     request_retries=1)
+    with VLLMChatModel("/models/dpo", cfg, served_name="dpo") as model:
+        ports = model.servers.ports
+        out = _chat(model, 12)
+        assert [o.split(": ", 1)[1] for o in out] == [f"q{i}" for i in range(12)]  # every request answered
+        assert model.servers.live == [0, 2]
+        assert _chat(model, 4) == [f"replica {ports[[0, 2][i % 2]]}: q{i}" for i in range(4)]
+    text = "".join(capsys.readouterr())
+    assert f"vllm: replica 1 (port {ports[1]}) died with code 9: " in text and "fake replica crashed" in text
+    assert "dropping it, 2 replicas left" in text
+
+
+def test_dead_replica_is_restarted_once(fake_vllm, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("FAKE_VLLM_DIE_CUDA", "0")
+    monkeypatch.setenv("FAKE_VLLM_DIE_AFTER", "1")
+    monkeypatch.setenv("FAKE_VLLM_DIE_ONCE", str(tmp_path / "died"))
+    cfg = VLLMConfig(gpus=2, tensor_parallel_size=1, startup_timeout_s=30, stop_timeout_s=5, request_retries=1)
+    with VLLMChatModel("/models/dpo", cfg, served_name="dpo") as model:
+        out = _chat(model, 6)
+        assert [o.split(": ", 1)[1] for o in out] == [f"q{i}" for i in range(6)]
+        assert model.servers.live == [0, 1] and model.servers.restarts == [1, 0]
+    text = "".join(capsys.readouterr())
+    assert "vllm: replica 0 (port" in text and "died with code 9: " in text and "restarting (1 of 1)" in text
+    assert (tmp_path / "died").exists()
+
+
+def test_all_replicas_dead_fails_the_call(fake_vllm, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_DIE_CUDA", "0")
+    cfg = VLLMConfig(gpus=1, tensor_parallel_size=1, startup_timeout_s=30, stop_timeout_s=5, max_restarts=1,
+                     request_retries=1)
+    with VLLMChatModel("/models/dpo", cfg, served_name="dpo") as model:
+        with pytest.raises(CaiError, match="no replica left"):
+            _chat(model, 3)
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("layout", ["own", "step", "plain"])
+def test_s3_model_is_staged_before_vllm_serve(fake_vllm, s3_bucket, s3_client, tmp_path, layout, capsys):
+    from cai_core import storage
+
+    src = tmp_path / "model"
+    src.mkdir()
+    (src / "config.json").write_text('{"model_type": "llama"}')
+    (src / "model.safetensors").write_bytes(b"\0" * 4096)
+    if layout == "own":
+        storage.upload_dir(str(src), f"s3://{s3_bucket}/models/sft")
+        uri = f"s3://{s3_bucket}/models/sft"
+    elif layout == "step":  # a published step: the manifest is the step folder's
+        step = tmp_path / "sft"
+        (step / "model").mkdir(parents=True)
+        for f in src.iterdir():
+            (step / "model" / f.name).write_bytes(f.read_bytes())
+        (step / "_stage.json").write_text("{}")
+        storage.upload_dir(str(step), f"s3://{s3_bucket}/run/sft")
+        uri = f"s3://{s3_bucket}/run/sft/model"
+    else:  # copied there with `aws s3 sync`: no manifest
+        for f in src.iterdir():
+            s3_client.put_object(Bucket=s3_bucket, Key=f"plain/m/{f.name}", Body=f.read_bytes())
+        uri = f"s3://{s3_bucket}/plain/m"
+    stage = tmp_path / "stage"
+    cfg = VLLMConfig(gpus=1, tensor_parallel_size=1, startup_timeout_s=30, stop_timeout_s=5, stage_dir=str(stage))
+    with VLLMChatModel(uri, cfg, served_name="sft") as model:
+        (rec,) = _records(fake_vllm)
+        local = rec["argv"][1]
+        assert local.startswith(str(stage) + "/") and not local.startswith("s3:")
+        assert rec["files"] == ["config.json", "model.safetensors"]  # there before `vllm serve` started
+        assert _chat(model, 1) == [f"replica {model.servers.ports[0]}: q0"]
+    assert not Path(local).exists()  # removed with the servers
+    assert f"vllm: staged {uri}" in "".join(capsys.readouterr())

@@ -135,22 +135,27 @@ def test_generation_pods_get_gpus_placement_and_shm(by_step):
         assert k8s["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
         assert k8s["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
         assert k8s["emptyDirMounts"] == [{"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory",
-                                          "sizeLimit": "64Gi"}]
+                                          "sizeLimit": "64Gi"},
+                                         {"volumeName": "models", "mountPath": "/tmp/cai-models", "sizeLimit": "200Gi"}]
         env = {e["name"]: e["value"] for e in container["env"]}
-        # The cluster default for an 8B model: 8 replicas of TP=1 (benchmarks/PLAN.md).
-        assert env["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "1" and env["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "8"
+        assert not any(name.startswith(("CAI_VLLM", "CAI_GPUS")) for name in env)  # the layout is the payload's
     for step, _, container, k8s in each(by_step, set(STEP_NAMES) - set(GENERATION_STEPS)):
         assert "accelerator" not in container.get("resources", {}), step
         assert "nodeSelector" not in k8s and "tolerations" not in k8s and "emptyDirMounts" not in k8s, step
 
 
 def test_parallel_layout_reaches_the_pods(tmp_path):
-    _, _, out, docs = _compile(tmp_path, ["cluster.tensor_parallel_size=2", "cluster.data_parallel_replicas=4"])
-    envs = [{e["name"]: e["value"] for e in ex["container"].get("env", [])}
-            for ex in docs[0]["deploymentSpec"]["executors"].values()]
-    vllm = [e for e in envs if "CAI_VLLM_TENSOR_PARALLEL_SIZE" in e]
-    assert len(vllm) >= 3
-    assert all(e["CAI_VLLM_TENSOR_PARALLEL_SIZE"] == "2" and e["CAI_VLLM_DATA_PARALLEL_REPLICAS"] == "4" for e in vllm)
+    import json
+
+    _, _, out, docs = _compile(tmp_path, ["vllm.gpus=4", "vllm.tensor_parallel_size=2", "vllm.max_model_len=4096"])
+    params = docs[0]["root"]["inputDefinitions"]["parameters"]
+    payloads = {name[:-len("_config")]: json.loads(p["defaultValue"]) for name, p in params.items()
+                if name.endswith("_config")}
+    for step in ("revise", "pairs", "gate", "evaluate"):  # the generation steps read the vllm section
+        assert payloads[step]["vllm"]["tensor_parallel_size"] == 2 and payloads[step]["vllm"]["max_model_len"] == 4096
+    assert not any("vllm" in payloads[step] for step in payloads if step not in ("revise", "pairs", "gate", "evaluate"))
+    for step, _, container, _k8s in each(tasks_by_step(docs), GENERATION_STEPS):
+        assert container["resources"]["accelerator"]["resourceCount"] == "4", step  # the pod's GPUs: vllm.gpus
 
 
 def _secret_env(k8s) -> dict[str, tuple[str, str]]:
@@ -286,7 +291,8 @@ def test_cli_compile_default_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--set", "cluster.tensor_parallel_size=3"], "3 x 8 = 24 GPUs"),
+    (["--set", "vllm.tensor_parallel_size=3"], "vllm.tensor_parallel_size"),
+    (["--set", "cluster.tensor_parallel_size=8"], "moved to vllm.tensor_parallel_size"),
     (["--set", "cluster.core_image=Not An Image"], "cluster.core_image"),
     (["--set", "cluster.secrets.s3={secret: a, key: b}"], "unknown config key"),
 ])

@@ -266,9 +266,9 @@ def test_secrets_not_readable_or_no_cluster_fall_back_to_static_checks(tmp_path,
     (["cluster.secrets.hf_token={secret: cai-hf, key: 'hf token'}"], "not a valid Secret key"),
     (["cluster.core_image=ghcr.io/org/cai-core"], "has no tag or digest"),
     (["cluster.registry=ghcr.io/Org Name"], "cluster.registry"),
-    (["cluster.tensor_parallel_size=3", "cluster.data_parallel_replicas=1"], "3 x 1 = 3 GPUs, but generation_gpus is 8"),
-    (["cluster.generation_gpus=6", "cluster.tensor_parallel_size=4", "cluster.data_parallel_replicas=2"],
-     "4 x 2 = 8 GPUs, but generation_gpus is 6"),
+    (["vllm.tensor_parallel_size=3", "vllm.data_parallel_replicas=1"], "data_parallel_replicas (1) must equal gpus (8)"),
+    (["vllm.gpus=6", "vllm.tensor_parallel_size=4", "vllm.data_parallel_replicas=2"],
+     "tensor_parallel_size (4) x data_parallel_replicas (2) must equal gpus (6)"),
 ])
 def test_bad_config_fails_before_any_network_call(kfp_api, overrides, needle):
     result = CliRunner().invoke(submit_cmd, ["--host", kfp_api.url, "--existing-token", TOKEN,

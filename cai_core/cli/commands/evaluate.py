@@ -63,7 +63,7 @@ def _loader(cfg, base_url: str | None, served: dict[str, str], journal: str):
         return load
     from cai_core.eval.answers import policy_loader
 
-    return policy_loader(cfg.model)
+    return policy_loader(cfg.model, cfg.vllm)
 
 
 @click.command("evaluate")
