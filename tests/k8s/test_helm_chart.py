@@ -21,8 +21,11 @@ from cai_core.config.loading import load_cluster_run_config
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "cai"
 K8S_VERSION = "1.35.0"
-ALLOWED_RULES = {("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "list", "watch", "delete")} | \
-    {("", "pods", v) for v in ("get", "list", "watch")} | {("", "pods/log", "get")}
+ALLOWED_RULES = {("kubeflow.org", "pytorchjobs", v) for v in ("create", "get", "watch", "delete")} | \
+    {("", "pods", "get"), ("", "pods/log", "get")}
+#: The same for train.launcher trainjob: the master pod is found by its labels (pods list).
+TRAINJOB_ALLOWED_RULES = {("trainer.kubeflow.org", "trainjobs", v) for v in ("create", "get", "watch", "delete")} | \
+    {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
 
 FULL_VALUES = {
     "fullnameOverride": "cai-prod",
@@ -165,6 +168,12 @@ def test_kubernetes_validate_strict(helm, tmp_path):
                 kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
             except kubernetes_validate.ValidationError as exc:
                 pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message} at {list(exc.path)}")
+
+
+def role_rules(role: dict) -> set[tuple[str, str, str]]:
+    """A Role's grants as (api group, resource, verb) triples."""
+    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+            for v in rule["verbs"]}
 
 
 def test_rbac_grants_nothing_beyond_the_launchers_needs(helm, tmp_path):

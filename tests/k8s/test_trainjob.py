@@ -220,14 +220,10 @@ def test_trainjob_timeout_deletes_it(fake):
 
 
 def test_the_charts_role_grants_trainjobs_when_that_launcher_is_chosen(tmp_path):
-    from tests.k8s.test_helm_chart import kinds, template
+    from tests.k8s.test_helm_chart import ALLOWED_RULES, TRAINJOB_ALLOWED_RULES, kinds, role_rules, template
     from tests.k8s_tools import tool
 
-    docs = template(tool("helm"), tmp_path, {"runConfig": {"train": {"launcher": "trainjob"}}})
-    (role,) = kinds(docs, "Role")
-    rules = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-             for v in rule["verbs"]}
-    assert {("trainer.kubeflow.org", "trainjobs", v) for v in ("create", "get", "list", "watch", "delete")} <= rules
-    assert not any(r == "pytorchjobs" for _, r, _ in rules)
+    (role,) = kinds(template(tool("helm"), tmp_path, {"runConfig": {"train": {"launcher": "trainjob"}}}), "Role")
+    assert role_rules(role) == TRAINJOB_ALLOWED_RULES
     (default_role,) = kinds(template(tool("helm"), tmp_path / "default"), "Role")
-    assert any("pytorchjobs" in rule["resources"] for rule in default_role["rules"])
+    assert role_rules(default_role) == ALLOWED_RULES

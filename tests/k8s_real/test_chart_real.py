@@ -12,7 +12,7 @@ import copy
 import pytest
 import yaml
 
-from tests.k8s.test_helm_chart import ALLOWED_RULES, FULL_VALUES, kinds, template
+from tests.k8s.test_helm_chart import ALLOWED_RULES, FULL_VALUES, kinds, role_rules, template
 from tests.k8s_tools import tool
 
 pytestmark = pytest.mark.k8s_real
@@ -61,11 +61,6 @@ def test_server_side_dry_run_refuses_a_broken_object(real_k8s, helm, tmp_path):
 # ----------------------------------------------------------------------------- RBAC, applied for real
 
 
-def _rules(role: dict) -> set[tuple[str, str, str]]:
-    return {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
-            for v in rule["verbs"]}
-
-
 def _can_i(real_k8s, namespace: str, sa: str, verb: str, group: str, resource: str, *, in_ns: str = "") -> bool:
     resource, _, sub = resource.partition("/")
     target = f"{resource}.{group}" if group else resource
@@ -107,7 +102,7 @@ def rbac_namespaces(real_k8s, helm, tmp_path_factory):
 
 def test_the_role_is_the_launchers_rights(rbac_namespaces):
     for setup in rbac_namespaces.values():
-        assert _rules(setup["role"]) == ALLOWED_RULES  # the one list (tests/k8s/test_helm_chart.py)
+        assert role_rules(setup["role"]) == ALLOWED_RULES  # the one list (tests/k8s/test_helm_chart.py)
     assert rbac_namespaces["default"]["subjects"] == ["default-editor"]
     assert rbac_namespaces["full"]["subjects"] == ["default-editor", "pipeline-runner", "cai-submit"]
 
@@ -145,7 +140,12 @@ def test_a_real_token_of_the_bound_account_is_authorized_by_the_role(real_k8s, r
     ns = rbac_namespaces["full"]["namespace"]
     token = real_k8s.token(ns, "pipeline-runner")
     core = client.CoreV1Api(real_k8s.client_for_token(token))
-    assert core.list_namespaced_pod(ns).items == []  # allowed, and no pods on this server
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_pod("no-such-pod", ns)
+    assert missing.value.status == 404  # allowed (get pods), and no pods on this server
+    with pytest.raises(ApiException) as listing:
+        core.list_namespaced_pod(ns)
+    assert listing.value.status == 403  # the PyTorchJob launcher never lists pods
     with pytest.raises(ApiException) as err:
         core.list_namespaced_secret(ns)
     assert err.value.status == 403 and f"system:serviceaccount:{ns}:pipeline-runner" in err.value.body

@@ -357,10 +357,8 @@ def test_a_token_for_another_audience_is_rejected(real_k8s, bound):
 
 
 #: Granted by the chart's Role but never requested by launcher.py on a server without pods: pods/log get is
-#: used once a master pod runs (the fake server's test_success_streams_the_master_log_once shows it); list on
-#: pytorchjobs and list/watch on pods are not used by launcher.py at all (kept for people and tools reading the
-#: job's pods with the same account: values.yaml documents them).
-NOT_REQUESTED_HERE = {(GROUP, PLURAL, "list"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods/log", "get")}
+#: used once a master pod runs (the fake server's test_success_streams_the_master_log_once shows it).
+NOT_REQUESTED_HERE = {("", "pods/log", "get")}
 
 
 def test_the_launcher_asks_only_for_what_the_role_grants(real_k8s, bound, op):

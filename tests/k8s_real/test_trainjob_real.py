@@ -181,3 +181,55 @@ def test_failed_with_the_trainers_message(real_k8s, crds):
     thread.join(10)
     assert not errors, errors
     assert f"trainjob {NS}/{name} failed: {message}" in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def bound_trainjob_role(real_k8s, crds, tmp_path_factory):
+    """The chart rendered for train.launcher trainjob: its Role and RoleBinding applied in NS, and a
+    TokenRequest token of the bound account (KFP's runner)."""
+    from tests.k8s.test_helm_chart import kinds, template
+    from tests.k8s_tools import tool
+
+    docs = template(tool("helm"), tmp_path_factory.mktemp("chart-trainjob"),
+                    {"runConfig": {"train": {"launcher": "trainjob"}}}, namespace=NS)
+    rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+    (binding,) = kinds(rbac, "RoleBinding")
+    account = binding["subjects"][0]["name"]
+    real_k8s.service_account(NS, account)
+    real_k8s.kubectl("apply", "-n", NS, "-f", "-", input=yaml.safe_dump_all(rbac))
+    return real_k8s.token(NS, account)
+
+
+def test_a_trainjob_run_asks_only_for_what_the_trainjob_role_grants(real_k8s, bound_trainjob_role):
+    """Created -> Running -> Complete, then a timed-out job deleted, as the bound account: every request is
+    allowed by the trainjob Role, and what it grants beyond them is only what needs a real pod."""
+    from cai_core.k8s.launcher import TrainingJobTimeout
+    from tests.k8s.test_helm_chart import TRAINJOB_ALLOWED_RULES
+    from tests.k8s_real.test_launcher_real import Recorder
+
+    seen: set = set()
+    for run_id, timeout_s in (("tj-rbac-ok", 0), ("tj-rbac-timeout", 2)):
+        manifest = _manifest(run_id)
+        name = manifest["metadata"]["name"]
+        api_client = real_k8s.client_for_token(bound_trainjob_role)
+        recorder = Recorder(api_client)
+        launcher = Launcher(api_client, NS, poll_interval_s=0.5, emit=lambda _l: None, kind=TRAINJOB,
+                            delete_wait_s=20, timeout_s=timeout_s)
+        if timeout_s:
+            with pytest.raises(TrainingJobTimeout):
+                launcher.run(manifest)
+        else:
+            created = _cond("Created", "JobSetCreated", "JobSet created", 1)
+            errors: list = []
+            running = {"conditions": [created], "jobsStatus": [{"name": "node", "active": 1, "ready": 1,
+                                                                 "succeeded": 0, "failed": 0, "suspended": 0}]}
+            thread = _trainer(real_k8s, name, [{"conditions": [created]}, running, running, running, {
+                "conditions": [created, _cond("Complete", "JobSetCompleted", "JobSet completed", 3)]}],
+                launcher, errors)
+            launcher.run(manifest)
+            thread.join(10)
+            assert not errors, errors
+        seen |= recorder.seen
+    assert seen <= TRAINJOB_ALLOWED_RULES, seen - TRAINJOB_ALLOWED_RULES
+    # the master pod is looked up by label (list) and never found here: reading it and its log needs a pod
+    assert TRAINJOB_ALLOWED_RULES - seen == {("", "pods", "get"), ("", "pods/log", "get")}, seen
