@@ -33,7 +33,10 @@ Each created job plays a *scenario* in a thread, like the operator would:
 * ``hang``: Created, Running, then nothing (until deleted);
 * ``restart``: Created, Running, the container dies and is restarted
   (Restarting, restartCount 1, a new log), Running, Succeeded;
-* ``pending``: no status at all.
+* ``pending``: no status at all;
+* ``unschedulable``: Created, and a master pod the scheduler cannot place (``PodScheduled=False``,
+  `UNSCHEDULABLE`), then nothing (until deleted);
+* ``image_pull``: Created, and a master pod scheduled whose container waits in ``ImagePullBackOff``.
 
 ``FakeK8s(kind="trainjob")`` serves Kubeflow Trainer v2 TrainJobs instead, at
 ``/apis/trainer.kubeflow.org/v1alpha1/namespaces/<ns>/trainjobs``, the way the trainer and JobSet do: the
@@ -69,6 +72,9 @@ KINDS = {"pytorchjob": (JOBS, "pytorchjobs.kubeflow.org", "kubeflow.org/v1", "Py
 
 LOG_LINES = ["[rank0] step 1 loss 2.31", "[rank0] step 2 loss 1.87", "[rank0] step 3 loss 1.52"]
 RESTART_LINES = ["[rank0] resuming from checkpoint-2", "[rank0] step 3 loss 1.50"]
+UNSCHEDULABLE = ("0/12 nodes are available: 4 node(s) had untolerated taint {dedicated: cpu}, "
+                 "8 Insufficient nvidia.com/gpu. preemption: 0/12 nodes are available.")
+IMAGE_PULL = 'Back-off pulling image "registry.example.com/cai-trainer:0.1.0"'
 FAIL_MESSAGE = "InputError: /scratch/work/in/sft.jsonl:3: field 'response': empty text"
 
 
@@ -224,6 +230,23 @@ class FakeK8s:
             self.logs.setdefault(key, {})[restarts] = []
             self.lock.notify_all()
 
+    def pending_pod(self, ns: str, job: str, scenario: str) -> None:
+        """A master pod that does not run: not scheduled, or its image not pulled."""
+        with self.lock:
+            key = self._pod(ns, job)
+            status: dict = {"phase": "Pending"}
+            if scenario == "unschedulable":
+                status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                         "message": UNSCHEDULABLE, "lastTransitionTime": _now()}]
+            else:
+                status["conditions"] = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": _now()}]
+                status["containerStatuses"] = [{
+                    "name": self.container, "image": "trainer", "imageID": "", "ready": False, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": IMAGE_PULL}}}]
+            self.pods[key] = {"apiVersion": "v1", "kind": "Pod", "status": status,
+                              "metadata": {"name": key[1], "namespace": ns, "labels": self._pod_labels(job),
+                                           "creationTimestamp": _now()}}
+
     def log(self, ns: str, job: str, *lines: str) -> None:
         with self.lock:
             key = self._pod(ns, job)
@@ -275,6 +298,9 @@ class FakeK8s:
             return
         self.set_condition(ns, name, "Created", "PyTorchJobCreated", f"PyTorchJob {name} is created.")
         if not pause():
+            return
+        if scenario in ("unschedulable", "image_pull"):
+            self.pending_pod(ns, name, scenario)
             return
         self.start_container(ns, name)
         self.set_condition(ns, name, "Running", "PyTorchJobRunning", f"PyTorchJob {ns}/{name} is running.")

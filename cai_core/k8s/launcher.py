@@ -15,6 +15,8 @@ from ``status.jobsStatus``; the rank-0 JobSet pod found by label selector). `Lau
    (two configs must not train into one output);
 2. **watches** the job's status conditions (Created, Running, Restarting,
    Succeeded, Failed; a TrainJob's mapped to these by `trainjob_state`) with a watch of at most ``poll_interval_s`` at a time;
+   while it is Pending or Created, every poll logs why its rank-0 pod does not run (`why_not_running`:
+   the scheduler's PodScheduled=False message, or a waiting container's reason such as ImagePullBackOff);
 3. **streams** the master pod's log (``<job>-master-0``, container
    ``pytorch``; a TrainJob's rank-0 pod, container ``node``; ``follow=true``) into our log, from a thread, reconnecting when
    the container is restarted and never printing a line twice;
@@ -303,6 +305,11 @@ class Launcher:
         """The rank-0 pod's name: fixed for a PyTorchJob; for a TrainJob the newest pod matching its selector."""
         if self.kind.master_pod is not None:
             return self.kind.master_pod(name)
+        pod = self._newest_master_pod(name)
+        return pod.metadata.name if pod is not None else None
+
+    def _newest_master_pod(self, name: str):
+        """A TrainJob's rank-0 pod (the newest matching its selector), or None; errors count as none."""
         from kubernetes.client.rest import ApiException
 
         try:
@@ -310,7 +317,32 @@ class Launcher:
         except (ApiException, OSError, ValueError):
             return None
         pods = sorted(pods, key=lambda p: (str(p.metadata.creation_timestamp or ""), p.metadata.name))
-        return pods[-1].metadata.name if pods else None
+        return pods[-1] if pods else None
+
+    def why_not_running(self, name: str) -> str | None:
+        """Why the job's rank-0 pod is not running yet, from the pod itself: the scheduler's PodScheduled=False
+        reason ("0/12 nodes are available: 12 Insufficient nvidia.com/gpu") or a waiting container's
+        (ImagePullBackOff). None when there is no pod yet or nothing is wrong with it."""
+        from kubernetes.client.rest import ApiException
+
+        if self.kind.master_pod is None:
+            pod = self._newest_master_pod(name)
+        else:
+            try:
+                pod = self.core.read_namespaced_pod(self.kind.master_pod(name), self.namespace)
+            except (ApiException, OSError, ValueError):
+                return None
+        if pod is None or pod.status is None:
+            return None
+        for cond in pod.status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status == "False":
+                return f"pod {pod.metadata.name} not scheduled ({cond.reason or 'Unschedulable'}: {cond.message or '?'})"
+        for status in pod.status.container_statuses or []:
+            waiting = status.state.waiting if status.state else None
+            if waiting is not None and waiting.reason not in (None, "ContainerCreating", "PodInitializing"):
+                return (f"pod {pod.metadata.name} container {status.name} waiting ({waiting.reason}"
+                        + (f": {waiting.message})" if waiting.message else ")"))
+        return None
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.rest import ApiException
@@ -412,6 +444,11 @@ class Launcher:
                 if obj is None:
                     raise TrainingJobError(f"{self.kind.noun} {self.namespace}/{name} was deleted before it finished")
                 rv = obj.get("metadata", {}).get("resourceVersion")
+                phase = self.kind.state(obj).phase
+                if phase in ("Pending", "Created"):  # every poll: an operator sees why it waits, not just "Created"
+                    why = self.why_not_running(name)
+                    if why:
+                        self._note(f"{self.kind.noun} {name}: {phase}, {why}")
                 for current in itertools.chain([obj], self._watch_once(name, rv, self._slice(deadline))):
                     if current is None:
                         raise TrainingJobError(f"{self.kind.noun} {self.namespace}/{name} was deleted before it "

@@ -27,7 +27,7 @@ from cai_core.stages.base import StageResult
 from cai_core.training.distributed import Dist
 from cai_core.training.launch import run_training_step
 from cai_core.training.sync import remote_checkpoints, restore_checkpoint
-from tests.fake_k8s import FAIL_MESSAGE, LOG_LINES, RESTART_LINES, FakeK8s
+from tests.fake_k8s import FAIL_MESSAGE, IMAGE_PULL, LOG_LINES, RESTART_LINES, UNSCHEDULABLE, FakeK8s
 
 NS = "kubeflow"
 
@@ -112,6 +112,20 @@ def test_hanging_job_times_out_and_is_deleted(fake):
     assert fake.deleted == [manifest["metadata"]["name"]]
     assert ("DELETE", f"/apis/kubeflow.org/v1/namespaces/{NS}/pytorchjobs/{manifest['metadata']['name']}") in \
         fake.requests
+
+
+@pytest.mark.parametrize("scenario, why", [
+    ("unschedulable", f"not scheduled (Unschedulable: {UNSCHEDULABLE})"),
+    ("image_pull", f"container pytorch waiting (ImagePullBackOff: {IMAGE_PULL})")])
+def test_a_job_that_cannot_start_says_why_at_every_poll(fake, scenario, why):
+    fake.scenario = scenario
+    lines: list[str] = []
+    manifest = _manifest()
+    name = manifest["metadata"]["name"]
+    with pytest.raises(TrainingJobTimeout):
+        _launcher(fake, lines, poll_interval_s=1, timeout_s=4.5).run(manifest)
+    said = [line for line in lines if line == f"[launcher] pytorchjob {name}: Created, pod {name}-master-0 {why}"]
+    assert len(said) >= 3, lines  # one per poll (1 s, the shortest watch) once the pod exists, not once
 
 
 def test_restarted_job_is_followed_to_the_end(fake):

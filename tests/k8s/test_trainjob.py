@@ -227,3 +227,16 @@ def test_the_charts_role_grants_trainjobs_when_that_launcher_is_chosen(tmp_path)
     assert role_rules(role) == TRAINJOB_ALLOWED_RULES
     (default_role,) = kinds(template(tool("helm"), tmp_path / "default"), "Role")
     assert role_rules(default_role) == ALLOWED_RULES
+
+
+def test_a_trainjob_that_cannot_be_scheduled_says_why(fake):
+    from cai_core.k8s.launcher import TrainingJobTimeout
+    from tests.fake_k8s import UNSCHEDULABLE
+
+    fake.scenario = "unschedulable"
+    lines: list[str] = []
+    manifest = build_trainjob(_spec())
+    with pytest.raises(TrainingJobTimeout):
+        _launcher(fake, lines, timeout_s=2).run(manifest)
+    assert any(line.endswith(f"not scheduled (Unschedulable: {UNSCHEDULABLE})") and "trainjob " in line
+               for line in lines), lines
