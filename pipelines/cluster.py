@@ -54,12 +54,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from cai_core import storage
 from cai_core.config.cluster import ClusterConfig
 from cai_core.config.run import RunConfig
 from cai_core.errors import CaiError, ConfigError
 from cai_core.k8s.validate import is_label_value
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES, TRAINING_STEPS, named
+from cai_pipelines.backend_floor import backend_verdict, for_older_backends
 
 #: Which steps read which Secret (least exposure: a pod gets only the keys it uses): the teacher's key
 #: where the teacher may be called, the HF token where model weights are loaded.
@@ -265,7 +268,7 @@ def check_kfp_host(http: Http, namespace: str | None) -> str:
                        f"{': ' + _message(body) if _message(body) else ''}; is this the Kubeflow Pipelines API? "
                        "nothing was submitted")
     try:
-        version = json.loads(body).get("commit_sha") or json.loads(body).get("tag_name") or "unknown"
+        version = json.loads(body).get("tag_name") or json.loads(body).get("commit_sha") or "unknown"
     except ValueError:
         raise CaiError(f"kfp host {host} answered /apis/v2beta1/healthz with something that is not JSON "
                        f"({_message(body)!r}); is this the Kubeflow Pipelines API? nothing was submitted") from None
@@ -382,6 +385,11 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = 
     if out.parent and not out.parent.exists():
         raise CaiError(f"{out}: the directory {out.parent} does not exist")
     compiler.Compiler().compile(pipeline, str(out))
+    text = out.read_text(encoding="utf-8")
+    package = list(yaml.safe_load_all(text))
+    if for_older_backends(package):  # KFP backends before 2.15 refuse `optional` (cai_pipelines.backend_floor)
+        header = "".join(line for line in text.splitlines(keepends=True)[:200] if line.startswith("#"))
+        out.write_text(header + yaml.safe_dump_all(package, sort_keys=False), encoding="utf-8")
     images = {step: cfg.cluster.step_image(step) for step in STEP_NAMES}
     return Compiled(out, run_id or "", run_root, images)
 
@@ -449,6 +457,10 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
     with tempfile.TemporaryDirectory() as tmp:
         # The package names no run; this run's identity is its run_root argument.
         compiled = compile_pipeline(cfg.replace(run_id=""), Path(tmp) / "pipeline.yaml")
+        runs, verdict = backend_verdict(version, list(yaml.safe_load_all(compiled.path.read_text(encoding="utf-8"))))
+        if runs is False:
+            raise CaiError(f"kfp host {host}: {verdict} (README: version floors); nothing was submitted")
+        log(verdict)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # kfp prints its own links; we print ours
                 result = client.create_run_from_pipeline_package(

@@ -81,8 +81,9 @@ class FakeKFP:
 
     def __init__(self, token: str | None = TOKEN, healthz_status: int = 200, redirect: bool = False, *,
                  cookie: str | None = None, gateway: bool = False, namespaces: set[str] | None = None,
-                 users: dict[str, str] | None = None):
+                 users: dict[str, str] | None = None, release: str = "2.5.0"):
         self.token, self.healthz_status, self.redirect = token, healthz_status, redirect
+        self.release = release  # the backend release healthz reports (tag_name), as KFP's does
         self.cookie, self.gateway, self.namespaces, self.users = cookie, gateway, namespaces, users or {}
         self.experiments: dict[str, dict] = {}
         self.runs: list[dict] = []
@@ -171,7 +172,8 @@ class FakeKFP:
         if path == "/":
             return 200, {"Content-Type": "text/html"}, b"<html><title>Kubeflow Central Dashboard</title></html>"
         if path == "/apis/v2beta1/healthz":
-            return self.healthz_status, {}, {"commit_sha": "fake-2.5.0", "multi_user": True}
+            return self.healthz_status, {}, {"commit_sha": "0c4c2a1f", "tag_name": self.release,
+                                              "multi_user": True}
         namespace = (query.get("namespace") or [None])[0]
         if method == "POST" and body:
             try:

@@ -127,6 +127,28 @@ def test_submit_creates_one_run_with_the_compiled_pipeline(kfp_api, kube):
     assert auth and set(auth) == {f"Bearer {TOKEN}"}
 
 
+def test_a_backend_older_than_the_package_is_refused_before_the_run(kube):
+    fake = FakeKFP(release="2.4.1")  # Kubeflow 1.9's KFP: no secretNameParameter, no task retries
+    try:
+        with pytest.raises(CaiError, match=r"the KFP backend is 2\.4\.1; this package needs KFP backend 2\.5\.0 or "
+                                           r"later \(secretNameParameter \(Secrets as env\), task retries.*nothing "
+                                           r"was submitted"):
+            submit(_cfg(), fake.url, token=TOKEN, run_id="r-old")
+        assert not fake.runs
+    finally:
+        fake.server.close()
+    notes: list[str] = []
+    fake = FakeKFP(release="v2.15.0")
+    try:
+        submit(_cfg(), fake.url, token=TOKEN, run_id="r-new", log=notes.append)
+        assert "KFP backend 2.15.0 runs this package (needs 2.5.0 or later)" in notes and len(fake.runs) == 1
+        platform = fake.runs[0]["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]
+        refs = [ref for ex in platform["executors"].values() for ref in ex.get("secretAsEnv", [])]
+        assert refs and not any("optional" in ref for ref in refs)  # backends before 2.15 refuse the field
+    finally:
+        fake.server.close()
+
+
 def test_skip_existing_submits_once(kfp_api):
     cfg = _cfg()
     first = submit(cfg, kfp_api.url, token=TOKEN, run_id="cfg-abc", run_name="cfg-abc", skip_existing=True,

@@ -174,7 +174,7 @@ def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, serv
         raise CaiError(f"the KFP API at {host} answered /apis/v2beta1/healthz with a page that is not JSON "
                        f"({_message(body)!r}): a login page wants a session cookie (--cookie, see {DOC}); else "
                        f"check --host; {NOTHING}") from None
-    version = (health.get("commit_sha") or health.get("tag_name") or "unknown") if isinstance(health, dict) else "?"
+    version = (health.get("tag_name") or health.get("commit_sha") or "unknown") if isinstance(health, dict) else "?"
     notes = [f"kfp host {host} answers (api {version}); auth: {auth.describe()}"]
 
     flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": experiment}]})
