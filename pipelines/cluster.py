@@ -193,7 +193,14 @@ def preflight_static(cfg: RunConfig, run_id: str | None) -> None:
 
 @dataclass
 class Http:
-    """How to reach the KFP API (the options kfp.Client takes)."""
+    """How to reach the KFP API (the options kfp.Client takes), for the preflight's two GETs.
+
+    The run itself goes through kfp.Client (`submit`, `wait_for_run`). The preflight does not, because
+    kfp.Client (2.17) cannot say what is wrong: its REST client follows redirects, so a Dex login page comes
+    back as a 200 HTML body that fails to deserialize; `get_kfp_healthz` retries every error five times,
+    5 s apart, logging a traceback each time, then raises TimeoutError without the status; and
+    `list_experiments` takes no timeout. One GET with no redirects and a deadline tells a login page, a
+    rejected token, a wrong namespace and a dead host apart (tests/cli/test_submit_cli.py)."""
 
     host: str
     token: str | None = None

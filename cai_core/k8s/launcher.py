@@ -30,6 +30,14 @@ from ``status.jobsStatus``; the rank-0 JobSet pod found by label selector). `Lau
 
 A job deleted by someone else while we watch is an error too. Kubernetes API
 errors are `CaiError`s naming the call and the status.
+
+Why not kubeflow-training's ``TrainingClient`` (1.9) for the watch and the logs: its
+``wait_for_job_conditions`` polls ``get`` every ``polling_interval`` and raises a bare RuntimeError
+with the conditions on Failed (no termination message, no log tail) and TimeoutError without deleting
+the job; ``create_job`` has no re-attach on 409; ``get_job_logs(follow=True)`` lists pods by label
+(one more RBAC verb) and does not reconnect after a container restart; and it knows no Trainer v2
+TrainJob. We use its models (``KubeflowOrgV1PyTorchJob`` in pytorchjob.py) and keep this loop, which
+is a kubernetes-client watch with the same verbs the chart's Role grants.
 """
 from __future__ import annotations
 
