@@ -145,13 +145,20 @@ def _cond(kind: str, reason: str, message: str, second: int) -> dict:
             "lastTransitionTime": f"2026-12-04T00:00:{second:02d}Z"}
 
 
+CREATED = _cond("Created", "JobSetCreated", "JobSet created", 1)
+
+
+def _setting(api_client, run_id: str, **kw) -> tuple[dict, str, Launcher]:
+    """A TrainJob to run, its name, and a launcher for it through `api_client`."""
+    manifest = _manifest(run_id)
+    return manifest, manifest["metadata"]["name"], Launcher(api_client, NS, poll_interval_s=0.5,
+                                                              emit=lambda _l: None, kind=TRAINJOB, delete_wait_s=20,
+                                                              **kw)
+
+
 def test_created_then_complete(real_k8s, crds):
-    manifest = _manifest("tj-complete")
-    name = manifest["metadata"]["name"]
-    launcher = Launcher(real_k8s.api_client(), NS, poll_interval_s=0.5, emit=lambda _l: None, kind=TRAINJOB,
-                        delete_wait_s=20)
-    created = _cond("Created", "JobSetCreated", "JobSet created", 1)
-    errors: list = []
+    manifest, name, launcher = _setting(real_k8s.api_client(), "tj-complete")
+    created, errors = CREATED, []
     thread = _trainer(real_k8s, name, [
         {"conditions": [created]},
         {"conditions": [created], "jobsStatus": [{"name": "node", "active": 1, "ready": 1, "succeeded": 0,
@@ -166,13 +173,9 @@ def test_created_then_complete(real_k8s, crds):
 
 
 def test_failed_with_the_trainers_message(real_k8s, crds):
-    manifest = _manifest("tj-failed")
-    name = manifest["metadata"]["name"]
-    launcher = Launcher(real_k8s.api_client(), NS, poll_interval_s=0.5, emit=lambda _l: None, kind=TRAINJOB,
-                        delete_wait_s=20)
-    created = _cond("Created", "JobSetCreated", "JobSet created", 1)
+    manifest, name, launcher = _setting(real_k8s.api_client(), "tj-failed")
     message = "jobset failed: job cai-node-0 failed: BackoffLimitExceeded"
-    errors: list = []
+    created, errors = CREATED, []
     thread = _trainer(real_k8s, name, [{"conditions": [created]},
                                        {"conditions": [created, _cond("Failed", "JobSetFailed", message, 2)]}],
                       launcher, errors)
@@ -209,18 +212,14 @@ def test_a_trainjob_run_asks_only_for_what_the_trainjob_role_grants(real_k8s, bo
 
     seen: set = set()
     for run_id, timeout_s in (("tj-rbac-ok", 0), ("tj-rbac-timeout", 2)):
-        manifest = _manifest(run_id)
-        name = manifest["metadata"]["name"]
         api_client = real_k8s.client_for_token(bound_trainjob_role)
         recorder = Recorder(api_client)
-        launcher = Launcher(api_client, NS, poll_interval_s=0.5, emit=lambda _l: None, kind=TRAINJOB,
-                            delete_wait_s=20, timeout_s=timeout_s)
+        manifest, name, launcher = _setting(api_client, run_id, timeout_s=timeout_s)
         if timeout_s:
             with pytest.raises(TrainingJobTimeout):
                 launcher.run(manifest)
         else:
-            created = _cond("Created", "JobSetCreated", "JobSet created", 1)
-            errors: list = []
+            created, errors = CREATED, []
             running = {"conditions": [created], "jobsStatus": [{"name": "node", "active": 1, "ready": 1,
                                                                  "succeeded": 0, "failed": 0, "suspended": 0}]}
             thread = _trainer(real_k8s, name, [{"conditions": [created]}, running, running, running, {
