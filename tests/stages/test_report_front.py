@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cai_core.stages import report
 from cai_core.stages.report import ReportConfig
 
@@ -67,3 +69,42 @@ def test_in_words_does_not_call_an_unchanged_figure_worse():
     text = report._in_words(models, calibrated_safety=False, calibrated_mt=False)
     assert "worse than the base model on distinct-2, unchanged on tail-loop rate" in text
     assert "every trusted figure" not in text
+
+
+@pytest.mark.parametrize("key, label, lower_is_better", [
+    ("tail_loop_rate", "tail-loop rate", True), ("distinct_2", "distinct-2", False),
+    ("asr", "attack success rate", True), ("mt_bench_avg", "MT-Bench average", False)])
+def test_each_headline_figure_is_read_in_its_own_direction(key, label, lower_is_better):
+    lower, higher = {"base": {key: 0.5, "evaluated": True}, "dpo": {key: 0.25, "evaluated": True}}, \
+        {"base": {key: 0.25, "evaluated": True}, "dpo": {key: 0.5, "evaluated": True}}
+    improved, regressed = (lower, higher) if lower_is_better else (higher, lower)
+    for models, word in ((improved, "better"), (regressed, "worse")):
+        text = report._in_words(models, calibrated_safety=True, calibrated_mt=True)
+        assert text.startswith(f"In words: the DPO model is {word} than the base model on every trusted figure"), text
+        assert label in text
+
+
+@pytest.mark.parametrize("verdict, promoted, said, css, not_said", [
+    ("pass", True, "Verdict: PROMOTED. The dpo model passed every collapse check", "verdict-pass", "NOT PROMOTED"),
+    ("flag", False, "it was evaluated for the record only (gate mode flag)", "verdict-flag", "not evaluated."),
+    ("fail", False, "broke collapse thresholds (dpo: tail_loop_rate 0.875 > 0.5), so it was not evaluated",
+     "verdict-fail", "for the record")])
+def test_the_front_verdict_names_what_the_gate_did(verdict, promoted, said, css, not_said):
+    doc = report._Doc("t")
+    report._front_matter(doc, {}, {**GATE, "verdict": verdict, "promoted": promoted}, {})
+    md, page = "".join(doc.md), "".join(doc.html)
+    assert said in md and not_said not in md
+    assert f'<p class="{css}">' in page
+
+
+@pytest.mark.parametrize("verdict, said, css", [
+    ("pass", "PASSED: the dpo model is within every collapse threshold", "verdict-pass"),
+    ("flag", "FLAGGED: the dpo model broke collapse thresholds (dpo: tail_loop_rate 0.875 > 0.5)", "verdict-flag"),
+    ("fail", "FAILED: the dpo model was NOT promoted because it broke collapse thresholds: dpo: tail_loop_rate",
+     "verdict-fail")])
+def test_the_gate_section_says_its_verdict(verdict, said, css):
+    doc = report._Doc("t")
+    report._gate_section(doc, {**GATE, "verdict": verdict})
+    md = "".join(doc.md)
+    assert said in md and sum(word in md for word in ("PASSED:", "FLAGGED:", "FAILED:")) == 1
+    assert f'<p class="{css}">' in "".join(doc.html)
