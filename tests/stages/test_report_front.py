@@ -108,3 +108,21 @@ def test_the_gate_section_says_its_verdict(verdict, said, css):
     md = "".join(doc.md)
     assert said in md and sum(word in md for word in ("PASSED:", "FLAGGED:", "FAILED:")) == 1
     assert f'<p class="{css}">' in "".join(doc.html)
+
+
+def test_prompt_mixes_shortfalls_and_overlap_are_said_exactly():
+    metrics = {"prepare_prompts": {"mix.red.rows": 30, "mix.help.rows": 10, "mix.help.short": 5, "other": 1},
+               "prepare_eval": {"mix.eval.rows": 8, "overlap_rate": 0.25, "overlap_exact": 1, "overlap_near": 1,
+                                "overlap_checked": 8, "flagged_train_overlap": 0},
+               "sft": {"cai_rows": 40, "helpful_rows": 12, "helpful_short": 3}}
+    assert report._prompt_lines(metrics) == [
+        "Training prompts mixed from help: 10, red: 30 (help 5 short of its target).",
+        "Evaluation prompts mixed from eval: 8.",
+        "SFT data mixed from cai: 40, helpful (sft.helpful_data): 12 (3 short of its target).",
+        "Train/eval overlap: 2 of 8 evaluation prompts (rate 0.250; 1 exact, 1 near) also occur among the "
+        "training prompts and were dropped."]
+    metrics["prepare_eval"].update(overlap_exact=0, overlap_near=0, overlap_rate=0.0)
+    metrics["prepare_eval"]["flagged_train_overlap"] = 1
+    assert report._prompt_lines(metrics)[-1].endswith("also occur among the training prompts.")
+    metrics["prepare_eval"].update(overlap_exact=2)
+    assert report._prompt_lines(metrics)[-1].endswith("and were flagged.")
