@@ -63,3 +63,14 @@ def test_a_text_ending_in_an_emoji_is_not_cut_off():
     assert [(f.code, f.span) for f in found] == [(EMOJI, (32, 33))]
     cut = detect("Walk daily. Rest well. Have fun and then", None)
     assert TRUNCATED_FRAGMENT in {f.code for f in cut}
+
+
+def test_a_finding_says_how_much_it_covers():
+    (bad,) = detect("Hello \ufffd\ufffd\ufffd world, this is fine.", "Say hello")
+    assert (bad.span, bad.detail) == ((6, 9), "3 invalid character(s)")
+    text = "The sky is blue today. " * 4 + "Anything else?"
+    (rep,) = detect(text, "Say hello")
+    assert rep.span == (23, 91) and text[rep.span[0]:rep.span[1]] == ("The sky is blue today. " * 3).strip()
+    assert rep.detail == "repeated sentence: 'The sky is blue today.' (+2 more)"
+    (two,) = detect("The sky is blue today. " * 2 + "Anything else?", "Say hello")
+    assert two.detail == "repeated sentence: 'The sky is blue today.'"  # one repeat: no "+0 more"
