@@ -124,7 +124,10 @@ def _sample_mutants(session: Path, keep: int, seed: int) -> int:
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     with use_db(str(session), WorkDB.Mode.open) as db:
-        pending = sorted(item.job_id for item in db.pending_work_items)
+        # job ids are fresh uuids at every init: order by what each mutant is, so one seed draws one sample
+        items = sorted(db.pending_work_items,
+                       key=lambda item: [(m.start_pos, m.end_pos, m.operator_name, m.occurrence) for m in item.mutations])
+        pending = [item.job_id for item in items]
         left_out = set(pending) - set(random.Random(seed).sample(pending, min(keep, len(pending))))
         for job_id in sorted(left_out):
             db.set_result(job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not sampled"))
