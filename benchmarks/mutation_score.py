@@ -115,20 +115,27 @@ def _skip_annotation_mutants(module: Path, session: Path) -> int:
     return skipped
 
 
+def draw(items, keep: int, seed: int) -> set[str]:
+    """The job ids of `keep` of cosmic-ray's work items, drawn at random with `seed`. The ids are fresh uuids at
+    every init, so the items are ordered by what each mutant is (position, operator, occurrence): one seed, one
+    sample."""
+    import random
+
+    ordered = sorted(items, key=lambda item: [(tuple(m.start_pos), tuple(m.end_pos), m.operator_name, m.occurrence)
+                                              for m in item.mutations])
+    ids = [item.job_id for item in ordered]
+    return set(random.Random(seed).sample(ids, min(keep, len(ids))))
+
+
 def _sample_mutants(session: Path, keep: int, seed: int) -> int:
     """Leave `keep` pending mutants, drawn at random (seeded), and mark the others SKIPPED: a sampled score, for
     a module whose every mutant would take hours. Returns how many were left out."""
-    import random
-
     from cosmic_ray.work_db import WorkDB, use_db
     from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
     with use_db(str(session), WorkDB.Mode.open) as db:
-        # job ids are fresh uuids at every init: order by what each mutant is, so one seed draws one sample
-        items = sorted(db.pending_work_items,
-                       key=lambda item: [(m.start_pos, m.end_pos, m.operator_name, m.occurrence) for m in item.mutations])
-        pending = [item.job_id for item in items]
-        left_out = set(pending) - set(random.Random(seed).sample(pending, min(keep, len(pending))))
+        pending = [item.job_id for item in db.pending_work_items]
+        left_out = set(pending) - draw(db.pending_work_items, keep, seed)
         for job_id in sorted(left_out):
             db.set_result(job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output="not sampled"))
     return len(left_out)

@@ -31,28 +31,24 @@ def test_the_interval_contains_the_sampled_share_and_narrows_with_the_sample():
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_one_seed_draws_one_sample_whatever_the_job_ids(tmp_path):
+
+def test_one_seed_draws_one_sample_whatever_the_job_ids():
     """cosmic-ray gives every mutant a fresh uuid at each init: the sample must follow the mutants, not the ids."""
-    import shutil
-    import sqlite3
-    import subprocess
+    import uuid
+    from types import SimpleNamespace
 
-    from benchmarks.mutation_score import _config, _sample_mutants
+    from benchmarks.mutation_score import draw
 
-    (tmp_path / "m.py").write_text("def f(a, b):\n    if a > b and a - 1 < 3:\n        return a * 2 + b\n"
-                                   "    return [a, b, 0, 1, 2][a % 5]\n")
-    (tmp_path / "m.toml").write_text(_config("m.py", ("t.py",), 5))
-    drawn = []
-    for name in ("one", "two"):
-        session = tmp_path / f"{name}.sqlite"
-        subprocess.run([shutil.which("cosmic-ray") or "cosmic-ray", "init", "m.toml", str(session)], cwd=tmp_path,
-                       check=True, capture_output=True)
-        assert _sample_mutants(session, 5, seed=3) > 0
-        db = sqlite3.connect(session)
-        ids = {r[0] for r in db.execute("SELECT job_id FROM mutation_specs")}
-        pending = db.execute("SELECT s.operator_name, s.start_pos_row, s.start_pos_col, s.occurrence FROM "
-                             "mutation_specs s WHERE s.job_id NOT IN (SELECT job_id FROM work_results)").fetchall()
-        db.close()
-        drawn.append((ids, sorted(pending)))
-    assert not drawn[0][0] & drawn[1][0]  # other ids...
-    assert len(drawn[0][1]) == 5 and drawn[0][1] == drawn[1][1]  # ...the same five mutants
+    mutants = [((row, col), (row, col + 1), op, occ) for row in range(1, 9) for col in (4, 9)
+               for op, occ in (("core/NumberReplacer", row), ("core/AddNot", 0))]
+
+    def init():  # what `cosmic-ray init` makes: one item per mutant, each under a new uuid
+        items = [SimpleNamespace(job_id=uuid.uuid4().hex, mutations=[SimpleNamespace(
+            start_pos=start, end_pos=end, operator_name=op, occurrence=occ)]) for start, end, op, occ in mutants]
+        return items, {item.job_id: item.mutations[0].start_pos + (item.mutations[0].operator_name,) for item in items}
+
+    (one, what_one), (two, what_two) = init(), init()
+    drawn_one, drawn_two = draw(one, 5, seed=3), draw(reversed(two), 5, seed=3)
+    assert len(drawn_one) == 5 and not drawn_one & drawn_two  # other ids...
+    assert sorted(what_one[i] for i in drawn_one) == sorted(what_two[i] for i in drawn_two)  # ...the same mutants
+    assert sorted(what_one[i] for i in draw(one, 5, seed=4)) != sorted(what_one[i] for i in drawn_one)
