@@ -51,7 +51,8 @@ MODULES: dict[str, tuple[str, ...]] = {
                                  "tests/stages/test_clean_stage_llm.py"),
     "cai_core/llm/journal.py": ("tests/llm/test_journal.py", "tests/llm/test_journal_signal.py",
                                 "tests/llm/test_journal_records.py"),
-    "cai_core/stages/report.py": ("tests/stages/test_report_front.py", "tests/stages/test_report_values.py"),
+    "cai_core/stages/report.py": ("tests/stages/test_report_front.py", "tests/stages/test_report_values.py",
+                                  "tests/stages/test_report_rounds.py", "tests/stages/test_report_sections.py"),
 }
 
 #: What the private copy needs: the package, the tests and their data, the benchmarks some tests import.
