@@ -49,7 +49,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "cai_core/stages/revise.py": ("tests/tasks/test_revise.py", "tests/stages/test_conversations.py",
                                   "tests/stages/test_revise_stage.py"),
     "cai_core/stages/clean.py": ("tests/cleaning/test_llm_clean.py", "tests/stages/test_conversations.py",
-                                 "tests/stages/test_clean_stage_llm.py"),
+                                 "tests/stages/test_clean_stage_llm.py", "tests/stages/test_clean_stage_units.py"),
     "cai_core/llm/journal.py": ("tests/llm/test_journal.py", "tests/llm/test_journal_signal.py",
                                 "tests/llm/test_journal_records.py"),
     "cai_core/stages/report.py": ("tests/stages/test_report_front.py", "tests/stages/test_report_values.py",
