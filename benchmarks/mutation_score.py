@@ -38,7 +38,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "cai_core/cleaning/rule.py": ("tests/cleaning/test_rule_clean.py", "tests/cleaning/test_far_repeat.py",
                                   "tests/cleaning/test_independent_corpus.py", "tests/cleaning/test_rule_units.py"),
     "cai_core/cleaning/verify.py": ("tests/cleaning/test_verifier.py", "tests/cleaning/test_verify_units.py"),
-    "cai_core/metrics/repetition.py": ("tests/metrics/test_repetition.py",),
+    "cai_core/metrics/repetition.py": ("tests/metrics/test_repetition.py", "tests/metrics/test_repetition_units.py"),
     "cai_core/metrics/detectors/analysis.py": ("tests/metrics/test_detectors.py", "tests/cleaning/test_far_repeat.py",
                                                "tests/metrics/test_analysis_units.py",
                                                "tests/metrics/test_analysis_findings.py"),
