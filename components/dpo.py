@@ -13,3 +13,4 @@ def dpo(step: str, preferences: Input[Dataset], sft_model: Input[Model], config:
     stage = execute(step, config, {"preferences": preferences.path, "model": sft_model.path}, model.path, run_root,
                     metrics, kfp_run_id=kfp_run_id)
     model.metadata["steps"] = stage["metrics"].get("steps", 0)
+    model.metadata["weights"] = stage["details"].get("model_uri", "model/ in this artifact")  # else: model.json

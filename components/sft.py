@@ -12,3 +12,4 @@ def sft(data: Input[Dataset], config: str, run_root: str, kfp_run_id: str, model
 
     stage = execute("sft", config, {"data": data.path}, model.path, run_root, metrics, kfp_run_id=kfp_run_id)
     model.metadata["steps"] = stage["metrics"].get("steps", 0)
+    model.metadata["weights"] = stage["details"].get("model_uri", "model/ in this artifact")  # else: model.json

@@ -484,7 +484,7 @@ def load_policy_model(name_or_path: str, model_cfg: Any = None, vllm_cfg: VLLMCo
     """The policy model for `model_cfg.backend`: transformers in process (default) or vLLM servers.
 
     `vllm_cfg` is the run config's `vllm` section (the step's payload carries it); None: its defaults.
-    An s3:// `name_or_path` is staged to `vllm_cfg.stage_dir` when the servers start.
+    An s3:// `name_or_path` is staged to `vllm_cfg.stage_dir`: when the servers start, or (transformers) here.
     """
     backend = getattr(model_cfg, "backend", "transformers")
     if backend == "vllm":
@@ -492,8 +492,13 @@ def load_policy_model(name_or_path: str, model_cfg: Any = None, vllm_cfg: VLLMCo
 
         path = resolve_model(name_or_path) if is_embedded(name_or_path) else name_or_path
         return VLLMChatModel(path, vllm_cfg if vllm_cfg is not None else VLLMConfig())
+    from cai_core import storage
     from cai_core.llm import load_policy
 
+    if storage.is_remote(name_or_path):  # weights a training job wrote (a model.json reference): staged first
+        from cai_core.llm.vllm_stage import stage_model
+
+        name_or_path = str(stage_model(name_or_path, (vllm_cfg or VLLMConfig()).stage_dir))
     return load_policy(name_or_path, getattr(model_cfg, "device", "cpu"), getattr(model_cfg, "batch_size", 16))
 
 

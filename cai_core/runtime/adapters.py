@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 from cai_core import records, storage
 from cai_core.errors import CaiError, ConfigError
 from cai_core.llm.base import opened
-from cai_core.runtime import artifacts
+from cai_core.runtime import artifacts, model_ref
 from cai_core.runtime.steps import STEP_NAMES, Step, round_name, round_names
 from cai_core.stages.base import StageResult
 
@@ -41,6 +41,8 @@ class StepContext:
     #: The step's name in this DAG when it is not `step.name`: a preference round's `dpo_r2` (its folder, its
     #: PyTorchJob and its metrics.json entry).
     round_name: str = ""
+    #: The engine's fingerprint of this step (config, inputs, version): a training job's work location.
+    fingerprint: str = ""
 
     @property
     def name(self) -> str:
@@ -69,8 +71,8 @@ def _teacher(ctx: StepContext):
 
 def _models_under_test(ctx: StepContext) -> dict[str, str]:
     """base (the configured model), sft and dpo (the trained models of those steps): name -> path."""
-    return {"base": ctx.sections["model"].name_or_path, "sft": str(ctx.inputs["sft"] / artifacts.MODEL_DIR),
-            "dpo": str(ctx.inputs["dpo"] / artifacts.MODEL_DIR)}
+    return {"base": ctx.sections["model"].name_or_path, "sft": model_ref.location(ctx.inputs["sft"]),
+            "dpo": model_ref.location(ctx.inputs["dpo"])}
 
 
 def _prepare(ctx: StepContext) -> StageResult:
@@ -119,20 +121,20 @@ def _sft(ctx: StepContext) -> StageResult:
     data, cfg = ctx.inputs["data"] / artifacts.SFT_ROWS, ctx.sections["sft"]
     if not cfg.helpful_data:
         return run_training_step("sft", dict(ctx.sections), data, ctx.sections["model"].name_or_path, ctx.out_dir,
-                                 ctx.run_root)
+                                 ctx.run_root, fingerprint=ctx.fingerprint)
     from cai_core.data.helpful import mix_into
     with tempfile.TemporaryDirectory(prefix="cai-sft-mix-") as tmp:
         mixed = Path(tmp) / artifacts.SFT_ROWS
         counts = mix_into(data, cfg.helpful_data, cfg.helpful_ratio, mixed)
         result = run_training_step("sft", dict(ctx.sections), mixed, ctx.sections["model"].name_or_path,
-                                   ctx.out_dir, ctx.run_root)
+                                   ctx.out_dir, ctx.run_root, fingerprint=ctx.fingerprint)
     result.metrics.update(counts)
     return result
 
 
 def _pairs(ctx: StepContext) -> StageResult:
     from cai_core.stages import pairs
-    with opened(_policy(ctx, str(ctx.inputs["model"] / artifacts.MODEL_DIR))) as llm:
+    with opened(_policy(ctx, model_ref.location(ctx.inputs["model"]))) as llm:
         return pairs.run(ctx.section, ctx.inputs["prompts"] / artifacts.PROMPTS, ctx.out_dir, llm=llm)
 
 
@@ -158,8 +160,8 @@ def _judge(ctx: StepContext) -> StageResult:
 def _dpo(ctx: StepContext) -> StageResult:
     from cai_core.training.launch import run_training_step
     return run_training_step("dpo", dict(ctx.sections), ctx.inputs["preferences"] / artifacts.PREFERENCES,
-                             str(ctx.inputs["model"] / artifacts.MODEL_DIR), ctx.out_dir, ctx.run_root,
-                             step=ctx.name)
+                             model_ref.location(ctx.inputs["model"]), ctx.out_dir, ctx.run_root,
+                             step=ctx.name, fingerprint=ctx.fingerprint)
 
 
 def _gate(ctx: StepContext) -> StageResult:

@@ -26,6 +26,9 @@ CONSTITUTION = "constitution.yaml"
 PREFERENCES = "train.jsonl"
 #: sft, dpo: the trained model's directory.
 MODEL_DIR = "model"
+#: sft, dpo trained by a job (train.launcher pytorchjob/trainjob): where the weights are, in place of MODEL_DIR
+#: (cai_core.runtime.model_ref).
+MODEL_REF = "model.json"
 #: sft, dpo: one JSON row per logged training step.
 TRAIN_LOG = "train_log.jsonl"
 #: gate: the verdict, reasons and per-model probe metrics.

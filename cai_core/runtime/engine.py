@@ -8,7 +8,8 @@ A step (`steps.STEPS`) is a stage applied at one point of the DAG
    inputs (each input artifact carries `_stage.json`) and the cai version;
 3. if `<run_root>/<step>/` already holds a complete output with that
    fingerprint, copies it into the output artifact instead of recomputing
-   (a rerun with the same run id, or a retried pod, pays for nothing twice);
+   (a rerun with the same run id, or a retried pod, pays for nothing twice); a trained model's output
+   refers to weights its job wrote (`model_ref`), and is reused only while those weights are complete;
 4. otherwise runs the stage (through its adapter), writes `_stage.json` (fingerprint, metrics,
    details, timing) and publishes the artifact to `<run_root>/<step>/`
    (complete only once its manifest is written, see `storage.copy_dir`);
@@ -33,7 +34,8 @@ from cai_core.config.run import RunConfig
 from cai_core.errors import CaiError, StageError
 from cai_core.progress import log
 from cai_core.runtime.adapters import ADAPTERS, StepContext
-from cai_core.runtime.artifacts import MANIFEST_NAME, STAGE_FILE
+from cai_core.runtime import model_ref
+from cai_core.runtime.artifacts import MANIFEST_NAME, MODEL_REF, STAGE_FILE
 from cai_core.runtime.run_root import resolve_run_root
 from cai_core.runtime.steps import DAG_FIELDS, step_of
 from cai_core.stages.base import StageResult
@@ -106,6 +108,11 @@ def _reuse(published: str, fp: str, out_dir: Path) -> dict | None:
         return None
     if stage.get("fingerprint") != fp:
         return None
+    if MODEL_REF in stage.get("outputs", {}).values():  # the weights live where the job wrote them: still there?
+        ref = json.loads(storage.read_text(storage.join(published, MODEL_REF)))
+        if not storage.exists(model_ref.manifest_of(ref)):
+            log(f"{published}: the weights its {MODEL_REF} names are gone ({ref['uri']}); training again")
+            return None
     storage.copy_dir(published, str(out_dir))
     return stage
 
@@ -142,7 +149,8 @@ def execute(step: str, config: str, inputs: dict[str, str], out_dir: str, run_ro
         out.mkdir(parents=True, exist_ok=True)
         started = time.time()
         context = StepContext(step=step_of(step), round_name=step, sections=sections, inputs=in_paths, out_dir=out,
-                              run_root=run_root, journal=storage.join(run_root, "journal", step), params=params)
+                              run_root=run_root, journal=storage.join(run_root, "journal", step), params=params,
+                              fingerprint=fp)
         result = ADAPTERS[context.step.name](context)
         stage = {"step": step, "fingerprint": fp, "cai_version": cai_core.__version__,
                  "metrics": result.finite_metrics(), "details": result.details,

@@ -30,8 +30,11 @@ LOCAL_RANK, ... in the environment): with an ``s3://`` output
 ``train`` and ``cluster`` sections, creates it and watches it
 (cai_core/k8s/launcher.py). `launch.run_training_step` is the same for a
 pipeline step (the runtime's sft and dpo steps): it uploads the step's input
-data next to the job's output, points the job at the model (the published SFT
-step for dpo), and downloads ``<out>/final`` into the step's output directory.
+data next to the job's output (``<run>/_train/<step>/<fingerprint>``), points
+the job at the model (for dpo: the weights the SFT job wrote, read in place),
+and downloads ``<out>/final`` into the step's output directory, all but the
+weights, which stay where the job wrote them: the step's artifact holds a
+``model.json`` that refers to them (cai_core/runtime/model_ref.py).
 
 Modules: `launch` (in process, the PyTorchJob, a pipeline step's training),
 `distributed` (ranks and barriers), `sync` (data, checkpoints and results on

@@ -220,65 +220,55 @@ def launch(spec, lc, api_client=None, emit=None, which: str | None = None):
 # ----------------------------------------------------------------------------- a pipeline step
 
 
-def _published_model(run_root: str, local_model_dir: Path) -> str | None:
-    """The s3:// copy of an upstream model step, when the published step is the very one we were given."""
-    from cai_core.runtime.artifacts import STAGE_FILE
-
-    stage_file = local_model_dir.parent / STAGE_FILE
-    if not stage_file.exists():
-        return None
-    stage = json.loads(stage_file.read_text())
-    step, fp = stage.get("step"), stage.get("fingerprint")
-    if not step:
-        return None
-    published = storage.join(run_root, step)
-    try:
-        remote = json.loads(storage.read_text(storage.join(published, STAGE_FILE)))
-    except CaiError:
-        return None
-    if remote.get("fingerprint") != fp or not storage.exists(storage.join(published, storage.MANIFEST_NAME)):
-        return None
-    return storage.join(published, local_model_dir.name)
-
-
 def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, out_dir: Path, run_root: str,
-                      emit=None, api_client=None, step: str = "") -> StageResult:
+                      emit=None, api_client=None, step: str = "", fingerprint: str = "") -> StageResult:
     """A pipeline step's training (the runtime's sft and dpo steps): in process, or through a PyTorchJob/TrainJob.
 
-    `model`: for sft the configured name ('tiny', a hub id, a local directory); for dpo the local directory of
-    the SFT step's model. With ``train.launcher: pytorchjob`` the data file is uploaded to <work>/input/, a local
-    model directory is replaced by its published s3:// copy (or uploaded), and the job's <work>/final is
-    downloaded into `out_dir`. `step`: the pipeline step when it is not the stage (a preference round's
-    `dpo_r2`), which gets its own work location and job.
+    `model`: for sft the configured name ('tiny', a hub id, a local directory, an s3:// directory); for dpo
+    where the SFT step's model is (cai_core.runtime.model_ref.location: the s3:// weights a job wrote, or a
+    local directory). With a job launcher the data file is uploaded to <work>/input/, a local model directory
+    is uploaded there too (an s3:// one is read where it is), and the job writes the weights once, to
+    <work>/final/model: `out_dir` gets the job's log, config and metrics and a model.json that refers to the
+    weights (they are never downloaded here). `step`: the pipeline step when it is not the stage (a preference
+    round's `dpo_r2`), which gets its own work location and job. `fingerprint` (the engine's, of this step):
+    the work location is <run_root>/_train/<step>/<fingerprint>, so the weights one reference names are never
+    overwritten by a rerun of another config, and a changed config never resumes the old config's checkpoints.
     """
     from cai_core.k8s.config import LauncherConfig
 
     lc = cfgs.get("train") or LauncherConfig()
     section = cfgs[stage]
     if lc.launcher == "local":
+        import tempfile
+
         from cai_core.models.registry import resolve_model
 
+        if storage.is_remote(model):  # weights a job wrote (a model.json reference): trained from a local copy
+            with tempfile.TemporaryDirectory(prefix="cai-start-model-") as tmp:
+                return stage_module(stage).run(section, Path(data), fetch_model(model, Path(tmp) / "model"),
+                                               Path(out_dir))
         return stage_module(stage).run(section, Path(data), resolve_model(model), Path(out_dir))
     step = step or stage
     work = storage.join(lc.work_uri, step) if lc.work_uri and step != stage else (
         lc.work_uri or storage.join(run_root, "_train", step))
+    if fingerprint:
+        work = storage.join(work, fingerprint)
     if not storage.is_remote(work):
         raise ConfigError(f"train.launcher {lc.launcher}: the job's work location {work} is local; set output_dir "
                           "(or train.work_uri) to an s3:// prefix")
     data_uri = storage.join(work, "input", Path(data).name)
     storage.upload_file(str(data), data_uri)
     model_uri = model
-    if os.path.isdir(model):
-        model_uri = _published_model(run_root, Path(model)) or storage.join(work, "input", "model")
-        if model_uri == storage.join(work, "input", "model"):
-            storage.upload_dir(model, model_uri)
+    if not storage.is_remote(model) and os.path.isdir(model):
+        model_uri = storage.join(work, "input", "model")
+        storage.upload_dir(model, model_uri)
     from cai_core.runtime.run_root import run_id_of
 
     run_id = os.environ.get("CAI_RUN_ID") or run_id_of(run_root)  # run_root is resolved (engine.resolve_run_root)
     spec = job_spec(stage, section, lc, cluster_config(cfgs), run_id=run_id, data_uri=data_uri,
                     model_uri=model_uri, out_uri=work, step=step)
     launcher, manifest = launch(spec, lc, api_client=api_client, emit=emit)
-    result = collect(work, Path(out_dir))
+    result = collect(work, Path(out_dir), model_by_reference=True)
     result.details.update({lc.launcher: manifest["metadata"]["name"]}, namespace=spec.namespace,
-                          launcher_events=launcher.events)
+                          launcher_events=launcher.events, model_uri=storage.join(work, "final", "model"))
     return result

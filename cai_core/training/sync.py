@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cai_core import storage
 from cai_core.errors import CaiError, InputError
+from cai_core.runtime.artifacts import MODEL_DIR, MODEL_REF
 from cai_core.stages.base import StageResult
 from cai_core.training.distributed import Dist, barrier
 
@@ -55,12 +56,16 @@ def fetch_dir(uri: str, dest: Path) -> Path:
     if not wanted:
         raise InputError(f"{uri}: the manifest of {parent} lists no files under {sub}/")
     for rel, meta in sorted(wanted.items()):
-        target = dest / rel[len(sub) + 1:]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        storage.download_file(storage.join(parent, rel), str(target))
-        if target.stat().st_size != meta["size"] or storage.file_sha256(target) != meta["sha256"]:
-            raise CaiError(f"{storage.join(parent, rel)}: downloaded copy does not match the manifest")
+        download_checked(storage.join(parent, rel), meta, dest / rel[len(sub) + 1:])
     return dest
+
+
+def download_checked(uri: str, meta: dict, target: Path) -> None:
+    """One file of a manifest, checked against its entry (size, sha256)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    storage.download_file(uri, str(target))
+    if target.stat().st_size != meta["size"] or storage.file_sha256(target) != meta["sha256"]:
+        raise CaiError(f"{uri}: downloaded copy does not match the manifest")
 
 
 
@@ -171,13 +176,36 @@ def publish_final(work_out: Path, out_uri: str, result: StageResult, stage: str)
     return rel
 
 
-def collect(out_uri: str, out_dir: Path) -> StageResult:
-    """Download <out>/final into `out_dir`; the StageResult the job wrote."""
+def collect(out_uri: str, out_dir: Path, model_by_reference: bool = False) -> StageResult:
+    """<out>/final into `out_dir`; the StageResult the job wrote.
+
+    `model_by_reference`: the weights (final/model/) stay where the job wrote them and `out_dir` gets
+    model.json in their place (cai_core.runtime.model_ref); every other file is downloaded and checked."""
     final = storage.join(out_uri, "final")
     try:
-        storage.download_dir(final, str(out_dir))
+        if not model_by_reference:
+            storage.download_dir(final, str(out_dir))
+        else:
+            _collect_by_reference(final, Path(out_dir))
     except CaiError as exc:
         raise CaiError(f"the training job succeeded but its output is missing or incomplete: {exc}") from None
     data = json.loads((out_dir / RESULT).read_text())
-    return StageResult(outputs={k: out_dir / v for k, v in data["outputs"].items()}, metrics=data["metrics"],
-                       details=data.get("details", {}))
+    outputs = {k: out_dir / v for k, v in data["outputs"].items()}
+    if model_by_reference and "model" in outputs:
+        outputs["model"] = out_dir / MODEL_REF
+    return StageResult(outputs=outputs, metrics=data["metrics"], details=data.get("details", {}))
+
+
+def _collect_by_reference(final: str, out_dir: Path) -> None:
+    from cai_core.runtime import model_ref
+
+    files = storage.read_manifest(final)
+    weights = {rel[len(MODEL_DIR) + 1:]: meta for rel, meta in files.items() if rel.startswith(MODEL_DIR + "/")}
+    if not weights:
+        raise CaiError(f"{final}: the manifest lists no {MODEL_DIR}/ files")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for rel, meta in sorted(files.items()):
+        if rel.startswith(MODEL_DIR + "/"):
+            continue
+        download_checked(storage.join(final, rel), meta, out_dir / rel)
+    model_ref.write(out_dir, storage.join(final, MODEL_DIR), weights, storage.join(final, storage.MANIFEST_NAME))

@@ -22,6 +22,7 @@ from cai_core.k8s.launcher import (Launcher, TrainingJobCancelled, TrainingJobEr
 from cai_core.k8s.pytorchjob import JobSpec, build_job
 from cai_core.models import tiny
 from cai_core.records import write_jsonl
+from cai_core.runtime import model_ref
 from cai_core.stages import dpo, sft
 from cai_core.stages.base import StageResult
 from cai_core.training.distributed import Dist
@@ -263,26 +264,29 @@ def test_pipeline_step_runs_through_a_pytorchjob(fake, s3_bucket, tmp_path, monk
     out = tmp_path / "out"
     out.mkdir()
     result = run_training_step("sft", cfgs, data, "tiny", out, run_root, emit=lines.append,
-                               api_client=fake.api_client())
+                               api_client=fake.api_client(), fingerprint="fp1")
     assert isinstance(result, StageResult)
-    assert result.outputs["model"] == out / "model" and (out / "model" / "config.json").exists()
+    work = f"{run_root}/_train/sft/fp1"
+    # the weights stay where the job wrote them: the step's output refers to them, the rest is downloaded
+    assert result.outputs["model"] == out / "model.json" and not (out / "model").exists()
+    assert model_ref.location(out) == f"{work}/final/model" == result.details["model_uri"]
+    assert json.loads((out / "model.json").read_text())["files"] == 1
+    assert (out / "train_log.jsonl").exists() and result.outputs["train_log"] == out / "train_log.jsonl"
     assert result.metrics["steps"] == 1.0 and result.details["pytorchjob"] == seen["job"]["metadata"]["name"]
     annotations = seen["job"]["metadata"]["annotations"]
-    assert annotations["cai/data"] == f"{run_root}/_train/sft/input/sft.jsonl"
+    assert annotations["cai/data"] == f"{work}/input/sft.jsonl"
     assert storage.read_text(annotations["cai/data"]) == data.read_text()  # the step's input went to S3 first
-    assert annotations["cai/out"] == f"{run_root}/_train/sft"
+    assert annotations["cai/out"] == work
     assert LOG_LINES[0] in lines
 
 
 @pytest.mark.s3
-def test_dpo_step_uses_the_published_sft_model(fake, s3_bucket, tmp_path, monkeypatch):
+def test_dpo_step_trains_from_the_weights_the_sft_job_wrote(fake, s3_bucket, tmp_path, monkeypatch):
+    """The SFT artifact refers to the weights on S3: the DPO job reads them there, nothing is copied; a local
+    model directory (an SFT trained in process) is uploaded next to the job."""
     monkeypatch.delenv("CAI_CLUSTER_CONFIG", raising=False)
     run_root = f"s3://{s3_bucket}/runs/r2"
-    sft_artifact = tmp_path / "sft_artifact"
-    (sft_artifact / "model").mkdir(parents=True)
-    (sft_artifact / "model" / "config.json").write_text("{}")
-    (sft_artifact / "_stage.json").write_text(json.dumps({"step": "sft", "fingerprint": "fp-1"}))
-    storage.copy_dir(str(sft_artifact), f"{run_root}/sft")  # what the runtime published for the sft step
+    weights = f"{run_root}/_train/sft/fp0/final/model"
     data = tmp_path / "train.jsonl"
     write_jsonl(data, [{"id": "a", "prompt": "p", "chosen": "x", "rejected": "y", "principle": "q",
                         "confidence": 1.0}])
@@ -290,13 +294,14 @@ def test_dpo_step_uses_the_published_sft_model(fake, s3_bucket, tmp_path, monkey
     fake.on_success.append(lambda job: (seen.append(job), _fake_trainer_output(
         job["metadata"]["annotations"]["cai/out"], tmp_path / f"job{len(seen)}", "dpo")))
     cfgs = {"dpo": dpo.DPOStageConfig(), "train": LauncherConfig(launcher="pytorchjob", poll_interval_s=0.5)}
-    run_training_step("dpo", cfgs, data, str(sft_artifact / "model"), tmp_path / "o1", run_root,
-                      api_client=fake.api_client())
-    assert seen[0]["metadata"]["annotations"]["cai/model"] == f"{run_root}/sft/model"
-    # an artifact that is not the published one (another fingerprint) is uploaded next to the job instead
-    (sft_artifact / "_stage.json").write_text(json.dumps({"step": "sft", "fingerprint": "fp-2"}))
+    run_training_step("dpo", cfgs, data, weights, tmp_path / "o1", run_root, api_client=fake.api_client())
+    assert seen[0]["metadata"]["annotations"]["cai/model"] == weights
+    assert storage.list_files(f"{run_root}/_train/dpo/input") == [f"{run_root}/_train/dpo/input/train.jsonl"]
+    local_model = tmp_path / "sft_model"
+    local_model.mkdir()
+    (local_model / "config.json").write_text("{}")
     cfgs["train"] = LauncherConfig(launcher="pytorchjob", poll_interval_s=0.5, work_uri=f"{run_root}/_train/dpo2")
-    run_training_step("dpo", cfgs, data, str(sft_artifact / "model"), tmp_path / "o2", run_root,
+    run_training_step("dpo", cfgs, data, str(local_model), tmp_path / "o2", run_root,
                       api_client=fake.api_client())
     assert seen[1]["metadata"]["annotations"]["cai/model"] == f"{run_root}/_train/dpo2/input/model"
     assert storage.exists(f"{run_root}/_train/dpo2/input/model/config.json")
@@ -309,11 +314,7 @@ def test_a_later_preference_round_gets_its_own_job_and_trains_from_the_last_roun
     for var in ("CAI_CLUSTER_CONFIG", "CAI_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
     run_root = f"s3://{s3_bucket}/runs/r3"
-    dpo_artifact = tmp_path / "dpo_artifact"
-    (dpo_artifact / "model").mkdir(parents=True)
-    (dpo_artifact / "model" / "config.json").write_text("{}")
-    (dpo_artifact / "_stage.json").write_text(json.dumps({"step": "dpo", "fingerprint": "fp-r1"}))
-    storage.copy_dir(str(dpo_artifact), f"{run_root}/dpo")  # round 1's published DPO step
+    round_one_weights = f"{run_root}/_train/dpo/fp-r1/final/model"  # what round 1's model.json refers to
     data = tmp_path / "train.jsonl"
     write_jsonl(data, [{"id": "a", "prompt": "p", "chosen": "x", "rejected": "y", "principle": "q",
                         "confidence": 1.0}])
@@ -321,12 +322,12 @@ def test_a_later_preference_round_gets_its_own_job_and_trains_from_the_last_roun
     fake.on_success.append(lambda job: (seen.append(job), _fake_trainer_output(
         job["metadata"]["annotations"]["cai/out"], tmp_path / f"job{len(seen)}", "dpo")))
     cfgs = {"dpo": dpo.DPOStageConfig(), "train": LauncherConfig(launcher="pytorchjob", poll_interval_s=0.5)}
-    run_training_step("dpo", cfgs, data, str(dpo_artifact / "model"), tmp_path / "o1", run_root,
+    run_training_step("dpo", cfgs, data, round_one_weights, tmp_path / "o1", run_root,
                       api_client=fake.api_client(), step="dpo_r2")
-    run_training_step("dpo", cfgs, data, str(dpo_artifact / "model"), tmp_path / "o2", run_root,
+    run_training_step("dpo", cfgs, data, round_one_weights, tmp_path / "o2", run_root,
                       api_client=fake.api_client())
     round_two, round_one = seen
-    assert round_two["metadata"]["annotations"]["cai/model"] == f"{run_root}/dpo/model"
+    assert round_two["metadata"]["annotations"]["cai/model"] == round_one_weights
     assert round_two["metadata"]["annotations"]["cai/out"] == f"{run_root}/_train/dpo_r2"
     assert round_one["metadata"]["annotations"]["cai/out"] == f"{run_root}/_train/dpo"
     assert round_two["metadata"]["name"] != round_one["metadata"]["name"]

@@ -380,7 +380,7 @@ def test_helpful_data_is_mixed_into_sft_at_the_ratio(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_training(stage, cfgs, data, model, out_dir, run_root):
+    def fake_training(stage, cfgs, data, model, out_dir, run_root, fingerprint=""):
         seen["rows"] = records.read_jsonl(data)
         return StageResult(metrics={"train_loss": 1.0})
 
