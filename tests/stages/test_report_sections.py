@@ -227,3 +227,28 @@ def test_the_training_section_says_what_was_trained(tmp_path):
         in section
     assert "dpo: trained 10,000 of 10,000 parameters (100.0%; full fine-tuning)." in section
     assert "No training logs found." in section
+
+
+# ---- the evaluation plot
+
+GREEN = (0x2C, 0xA0, 0x2C)  # matplotlib's third colour
+
+
+def _columns(png: bytes, rgb: tuple[int, int, int], left_half: bool = True, tall: int = 20) -> list[int]:
+    """The x positions where a bar of this colour stands (at least `tall` pixels of it in the column)."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = (mpimg.imread(io.BytesIO(png))[..., :3] * 255).astype(int)
+    if left_half:
+        img = img[:, : img.shape[1] // 2]
+    counts = (np.abs(img - np.array(rgb)).max(axis=-1) <= 12).sum(axis=0)
+    return [int(x) for x in np.nonzero(counts >= tall)[0]]
+
+
+def test_the_mt_bench_bars_of_a_model_stand_side_by_side_in_turn_order():
+    # turn 1 highest: a turn-2 bar drawn over it would hide it below its own top
+    png = report.evaluation_plot({"base": {"mt_bench_t1": 8.0, "mt_bench_t2": 4.0, "mt_bench_avg": 6.0}}, 90)
+    turn1, turn2, average = (_columns(png, c) for c in (BLUE, ORANGE, GREEN))
+    assert turn1 and turn2 and average
+    assert max(turn1) < min(turn2) and max(turn2) < min(average)
