@@ -25,6 +25,7 @@ FIELD_SINCE: dict[tuple[str, str], tuple[tuple[int, int, int], str]] = {
     ("", "tolerations"): ((2, 1, 0), "tolerations"),
     ("", "fieldPathAsEnv"): ((2, 1, 0), "fieldPathAsEnv (pod name and uid as env)"),  # b9ae0951e9, #10485
     ("", "emptyDirMounts"): ((2, 3, 0), "emptyDirMounts (/dev/shm, model staging)"),  # 10aaf43136, #10892
+    ("", "genericEphemeralVolume"): ((2, 2, 0), "genericEphemeralVolume (model staging volume)"),  # 3fb76a8e15
     ("secretAsEnv", "secretNameParameter"): ((2, 5, 0), "secretNameParameter (Secrets as env)"),  # 7838009538
     ("imagePullSecret", "secretNameParameter"): ((2, 5, 0), "secretNameParameter (image pull secrets)"),
     ("secretAsEnv", "optional"): ((2, 15, 0), "optional on Secrets as env"),  # 55ec8469d5, #12216
@@ -46,8 +47,14 @@ def _executors(package: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return []
 
 
+def _tasks(spec: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    """Every task of a pipeline spec: the root DAG's and each sub-DAG's (a dsl.If, a ParallelFor)."""
+    for component in [spec.get("root") or {}, *(spec.get("components") or {}).values()]:
+        yield from ((component.get("dag") or {}).get("tasks") or {}).values()
+
+
 def _uses_retries(package: Iterable[dict[str, Any]]) -> bool:
-    return any("retryPolicy" in str(doc) for doc in package if doc and "pipelineInfo" in doc)
+    return any("retryPolicy" in task for doc in package if doc and "pipelineInfo" in doc for task in _tasks(doc))
 
 
 def minimum_backend(package: list[dict[str, Any]]) -> tuple[str, list[str]]:

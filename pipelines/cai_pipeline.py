@@ -63,21 +63,26 @@ def default_run_root(cfg: RunConfig) -> str:
     return storage.join(cfg.output_dir, RUN_ID_FIELD)
 
 
-def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_platform):
+def build_pipeline(cfg: RunConfig, run_root: str = "", platform: Callable = _no_platform, pipeline_root: str = ""):
     """The pipeline for `cfg`. `platform(task, step)` applies where-it-runs settings to each
     task (Kubernetes resources, node selectors, secrets, retries); locally it does nothing.
 
     `run_root` (a pipeline parameter) defaults to `<output_dir>/{run_id}`: every component also gets
     KFP's run id (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`, resolved per run) and puts it in place of `{run_id}`
     (cai_core.runtime.engine.resolve_run_root), so the package holds no run id of its own. A run root
-    without `{run_id}` (`cai submit --run-id`, `cai run`) names its run by its last path segment."""
+    without `{run_id}` (`cai submit --run-id`, `cai run`) names its run by its last path segment.
+
+    `pipeline_root` (cluster.pipeline_root, for `cai compile`): where KFP keeps this pipeline's artifacts;
+    empty = the backend's default. The artifacts are small: a trained model passes as a reference to the weights
+    its job wrote (cai_core.runtime.model_ref), never as the weights."""
     p = {step: payload(cfg, step) for step in STEP_NAMES}  # clean_pairs shares clean_revisions' payload
     run_root = run_root or default_run_root(cfg)
 
     use_discover = cfg.judge.constitution == "discover"
     rounds = cfg.dpo.iterations
 
-    @dsl.pipeline(name=PIPELINE_NAME, description="Constitutional-AI post-training that does not collapse.")
+    @dsl.pipeline(name=PIPELINE_NAME, description="Constitutional-AI post-training that does not collapse.",
+                  pipeline_root=pipeline_root or None)
     def cai_pipeline(
         run_root: str = run_root,
         prompts_config: str = p["prepare_prompts"],

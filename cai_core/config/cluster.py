@@ -134,6 +134,12 @@ class ClusterConfig(ConfigBase):
     #: Size limit of the emptyDir mounted at vllm.stage_dir in generation pods, where an s3:// model is
     #: staged before `vllm serve` (node disk; at least the model's size: 16 GB for 8B in bf16, 140 GB for 70B).
     generation_stage_size: str = "200Gi"
+    #: What holds vllm.stage_dir: emptyDir (node disk, size-limited but not requested: KFP sets no
+    #: ephemeral-storage request) or ephemeral (a generic ephemeral volume: a PVC of generation_stage_size the
+    #: scheduler must place, deleted with the pod; needs a StorageClass that provisions dynamically).
+    generation_stage_volume: Literal["emptyDir", "ephemeral"] = "emptyDir"
+    #: StorageClass of the ephemeral staging volume; empty = the cluster's default StorageClass.
+    generation_stage_storage_class: str = ""
     #: CPU request of a generation pod.
     generation_cpu: str = "32"
     #: Memory request and limit of a generation pod.
@@ -181,6 +187,11 @@ class ClusterConfig(ConfigBase):
     #: (prepare_prompts, prepare_eval, discover) are never cached, listed here or not.
     no_cache_steps: tuple[str, ...] = ("prepare_prompts", "prepare_eval")
 
+    #: KFP's pipeline root for this pipeline (where KFP keeps the steps' artifacts: data sets, metrics, model
+    #: references; never weights), e.g. s3://team-bucket/kfp; empty = the backend's default (the namespace's
+    #: kfp-launcher ConfigMap, else KFP's MinIO). An s3:// root needs its credentials in that ConfigMap's
+    #: `providers` (KFP 2.2+, docs/operations.md).
+    pipeline_root: str = ""
     #: Kubernetes namespace of the runs (the Kubeflow profile namespace in multi-user mode).
     namespace: str = "kubeflow"
     #: KFP experiment the runs are filed under.
@@ -241,6 +252,11 @@ class ClusterConfig(ConfigBase):
             require(seconds >= 0, "timeouts_s", f"{step}: must be >= 0 (0 = no deadline), got {seconds}")
         _known_steps(self.no_cache_steps, "no_cache_steps")
 
+        require(not self.pipeline_root or self.pipeline_root.startswith(("s3://", "minio://", "gs://")),
+                "pipeline_root", f"must be an s3://, minio:// or gs:// URI (or empty), got {self.pipeline_root!r}")
+        require(not self.generation_stage_storage_class or is_dns_subdomain(self.generation_stage_storage_class),
+                "generation_stage_storage_class",
+                f"{self.generation_stage_storage_class!r} is not a valid StorageClass name")
         require(is_dns_label(self.namespace), "namespace", f"{self.namespace!r} is not a valid namespace name")
         require(bool(self.experiment.strip()), "experiment", "must not be empty")
         require(not self.kfp_host or self.kfp_host.startswith(("http://", "https://")), "kfp_host",

@@ -66,7 +66,8 @@ class LauncherConfig(ConfigBase):
     cpu: str = "64"
     #: Memory request and limit of each pod (ZeRO-3 checkpoints pass through host memory).
     memory: str = "640Gi"
-    #: Size limit of each pod's scratch volume (/scratch: the model, data and checkpoints before upload); empty = none.
+    #: Size of each pod's scratch volume (/scratch: the model, data and checkpoints before upload): its emptyDir's
+    #: limit and the pod's ephemeral-storage request (the scheduler needs that much free node disk); empty = neither.
     scratch_size: str = ""
     #: Secret keys given to the job's pods (S3 keys, HF token; never the teacher key); null = cluster.secrets.
     secrets: SecretsConfig | None = None
@@ -85,7 +86,8 @@ class LauncherConfig(ConfigBase):
     poll_interval_s: float = 10.0
     #: Seconds a finished job (and its failed pods, for their logs) is kept before the operator removes it.
     ttl_after_finished_s: int = 86400
-    #: Where the job reads its inputs and writes checkpoints and the model; empty = <run root>/_train/<step>.
+    #: Where the job reads its inputs and writes checkpoints and the model (its weights stay there: the step's
+    #: artifact refers to them); empty = <run root>/_train/<step>. A pipeline step adds /<its fingerprint>.
     work_uri: str = ""
     #: Stream the master pod's log into this process's log.
     stream_logs: bool = True

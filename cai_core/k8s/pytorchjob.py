@@ -176,9 +176,13 @@ def pod_env(spec: JobSpec) -> list:
 
 
 def resources(spec: JobSpec) -> dict[str, dict[str, str]]:
-    """Requests and limits of every training pod: CPU, memory, GPUs, train.extra_resources."""
+    """Requests and limits of every training pod: CPU, memory, GPUs, train.extra_resources, and the node disk
+    /scratch stages the model, data and checkpoints on (ephemeral-storage, requested when train.scratch_size
+    is set, so the scheduler places the pod where that much disk is free)."""
     gpus = str(spec.gpus_per_node)
-    return {"requests": {"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources},
+    disk = {"ephemeral-storage": spec.scratch_size} if spec.scratch_size else {}
+    return {"requests": {"cpu": spec.cpu, "memory": spec.memory, spec.gpu_resource: gpus, **disk,
+                         **spec.extra_resources},
             "limits": {"memory": spec.memory, spec.gpu_resource: gpus, **spec.extra_resources}}
 
 

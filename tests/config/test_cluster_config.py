@@ -122,6 +122,15 @@ def test_secret_refs_may_be_left_out():
 
 
 @pytest.mark.parametrize("override,needle", [
+    ("cluster.pipeline_root=/data/kfp", "cluster.pipeline_root: must be an s3://, minio:// or gs:// URI"),
+    ("cluster.generation_stage_volume=pvc", "cluster.generation_stage_volume"),
+    ("cluster.generation_stage_storage_class=Fast_NVMe", "'Fast_NVMe' is not a valid StorageClass name"),
+])
+def test_artifact_and_staging_storage_are_checked(override, needle):
+    assert needle in _err([override])
+
+
+@pytest.mark.parametrize("override,needle", [
     ("cluster.retry_steps=[revise, sfft]", "unknown step(s) 'sfft'"),
     ("cluster.no_cache_steps=[prepare]", "cluster.no_cache_steps"),
     ("cluster.timeouts_s={sft: 10, trian: 5}", "cluster.timeouts_s"),

@@ -120,6 +120,18 @@ def test_two_nodes_with_efa_validate_against_the_crd(schema, monkeypatch):
     assert manifest["metadata"]["annotations"]["cai/max-restarts"] == "3"
 
 
+def test_scratch_size_is_requested_as_node_disk(schema):
+    manifest = build_job(_spec(nodes=2, scratch_size="400Gi"))
+    jsonschema.validate(manifest, schema)
+    for replica in ("Master", "Worker"):
+        res = _container(manifest, replica)["resources"]
+        assert res["requests"]["ephemeral-storage"] == "400Gi" and "ephemeral-storage" not in res["limits"]
+        volumes = manifest["spec"]["pytorchReplicaSpecs"][replica]["template"]["spec"]["volumes"]
+        assert {"name": "scratch", "emptyDir": {"sizeLimit": "400Gi"}} in volumes
+    unsized = _container(build_job(_spec(nodes=1)), "Master")["resources"]
+    assert "ephemeral-storage" not in unsized["requests"]  # no scratch_size: nothing requested
+
+
 @pytest.mark.parametrize("resources, message", [
     ({"efa": "4"}, "not an extended resource name"),
     ({"vpc.amazonaws.com/efa": "many"}, "not a whole number"),

@@ -92,6 +92,7 @@ def test_every_cluster_option_lands(schema):
     assert manifest["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     res = manifest["spec"]["trainer"]["resourcesPerNode"]
     assert res["requests"]["vpc.amazonaws.com/efa"] == "32" == res["limits"]["vpc.amazonaws.com/efa"]
+    assert res["requests"]["ephemeral-storage"] == "500Gi"  # /scratch's disk, for the scheduler
     pod = _pod(manifest)
     assert pod["metadata"]["labels"]["team"] == "ml"
     assert pod["metadata"]["annotations"] == {"a.example.com/x": "1"}

@@ -31,8 +31,16 @@ def test_the_shipped_package_needs_kfp_2_5_and_the_readme_says_so():
 def test_the_floor_follows_the_newest_field_used():
     assert minimum_backend(_package({"nodeSelector": {"labels": {"a": "b"}}})) == ("2.0.0", ["node selectors"])
     assert minimum_backend(_package({"emptyDirMounts": [{"volumeName": "shm"}]}))[0] == "2.3.0"
+    assert minimum_backend(_package({"genericEphemeralVolume": [{"volumeName": "models"}]})) == \
+        ("2.2.0", ["genericEphemeralVolume (model staging volume)"])
     assert minimum_backend(_package({"emptyDirMounts": [{}]}, retries=True)) == \
         ("2.5.0", ["task retries (retryPolicy)"])
+    nested = _package({})
+    nested[0]["components"] = {"comp-condition-1": {"dag": {"tasks": {"b": {"retryPolicy": {"maxRetryCount": 2}}}}}}
+    assert minimum_backend(nested)[0] == "2.5.0"  # a retried task inside a dsl.If counts too
+    mentioned = _package({})
+    mentioned[0]["pipelineInfo"]["description"] = "no retryPolicy here"  # a word in a text is no retry
+    assert minimum_backend(mentioned)[0] == "2.0.0"
     optional = _package({"secretAsEnv": [{"secretName": "s", "optional": False}]})
     assert minimum_backend(optional) == ("2.15.0", ["optional on Secrets as env"])
     assert for_older_backends(optional) == 1 and minimum_backend(optional)[0] == "2.0.0"

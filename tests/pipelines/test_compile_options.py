@@ -1,12 +1,13 @@
 """`cai compile` with every non-default cluster option: each reaches the compiled YAML, on the pods it is for.
 
 The golden file (tests/golden/pipeline.yaml) covers the default config only; here the ConfigMap mount, the CPU
-pods' placement, the pull policy, the GPU resource name and the generation image are set away from their
-defaults and looked up in the YAML the backend would parse.
+pods' placement, the pull policy, the GPU resource name, the generation image, the pipeline root and the
+model staging volume are set away from their defaults and looked up in the YAML the backend would parse.
 """
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from cai_core.runtime.steps import GENERATION_STEPS, STEP_NAMES
 from tests.pipelines.test_compile import _compile, each, tasks_by_step
@@ -14,7 +15,9 @@ from tests.pipelines.test_compile import _compile, each, tasks_by_step
 OPTIONS = ["cluster.config_map=cai-settings", "cluster.config_map_mount=/etc/cai-settings",
            "cluster.cpu_tolerations=[{key: dedicated, operator: Equal, value: cpu-pool, effect: NoSchedule}]",
            "cluster.cpu_node_selector={pool: cpu-nodes}", "cluster.image_pull_policy=Always",
-           "cluster.gpu_resource=amd.com/gpu", "cluster.generation_image=trainer"]
+           "cluster.gpu_resource=amd.com/gpu", "cluster.generation_image=trainer",
+           "cluster.pipeline_root=s3://team-bucket/kfp", "cluster.generation_stage_volume=ephemeral",
+           "cluster.generation_stage_storage_class=fast-nvme"]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,22 @@ def test_generation_steps_use_the_chosen_image(options, defaults):
         assert container["image"] == cfg.cluster.step_image(step) and "cai-vllm" not in container["image"], step
     assert "cai-vllm" not in options[1]
     assert {c["image"] for _, c, _ in _each(defaults[2], GENERATION_STEPS)} == {defaults[0].cluster.image("vllm")}
+
+
+def test_the_pipeline_root_is_the_teams(options, defaults):
+    assert next(yaml.safe_load_all(options[1]))["defaultPipelineRoot"] == "s3://team-bucket/kfp"
+    assert "defaultPipelineRoot" not in next(yaml.safe_load_all(defaults[1]))  # the backend's own default
+
+
+def test_models_are_staged_on_a_requested_volume_when_asked(options, defaults):
+    stage_dir = options[0].vllm.stage_dir
+    assert _each(options[2], GENERATION_STEPS)
+    for step, _, k8s in _each(options[2], GENERATION_STEPS):
+        assert k8s["genericEphemeralVolume"] == [{"volumeName": "models", "mountPath": stage_dir,
+                                                  "accessModes": ["ReadWriteOnce"], "size": "200Gi",
+                                                  "storageClassName": "fast-nvme"}], step
+        assert [m["volumeName"] for m in k8s["emptyDirMounts"]] == ["dshm"], step
+    for step, _, k8s in _each(defaults[2], GENERATION_STEPS):
+        assert "genericEphemeralVolume" not in k8s, step
+        assert {"volumeName": "models", "mountPath": stage_dir, "sizeLimit": "200Gi"} in k8s["emptyDirMounts"], step
+    assert all("genericEphemeralVolume" not in k for _, _, k in _each(options[2], set(STEP_NAMES) - set(GENERATION_STEPS)))
