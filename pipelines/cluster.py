@@ -13,8 +13,9 @@ task with its step name. It applies, from `cfg.cluster` (see cai_core/config/clu
   run id, see cai_pipeline.build_pipeline), so the pods carry no `cai/run-id` label (a label cannot
   take a run-time value); the PyTorchJobs, created at run time, do;
 * generation steps (revise, pairs, gate, evaluate and their preference-round copies): `nvidia.com/gpu` x
-  `vllm.gpus`, the H100 node selector and tolerations, a memory-backed /dev/shm, an emptyDir of
-  `cluster.generation_stage_size` at `vllm.stage_dir` (where an s3:// model is staged), CPU and memory.
+  `vllm.gpus`, the H100 node selector and tolerations, a memory-backed /dev/shm, an emptyDir (or, with
+  `cluster.generation_stage_volume: ephemeral`, a generic ephemeral volume) of `cluster.generation_stage_size`
+  at `vllm.stage_dir`, where an s3:// model (a trained one: its weights) is staged, CPU and memory.
   The vLLM layout is not passed as env: the step reads the `vllm` section from its payload, the same
   section whose `gpus` sets the pod's GPU limit here, so the two cannot disagree;
 * training steps (sft, dpo: small launcher pods): CPU and memory, and what the
@@ -38,18 +39,13 @@ anything is compiled or submitted; each problem is one `CaiError`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import datetime as _dt
 import io
-from http.client import HTTPException
 import json
 import os
-import socket
-import ssl
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -139,10 +135,16 @@ def platform(cfg: RunConfig) -> Callable:
                                           effect=t.effect or None, toleration_seconds=t.toleration_seconds)
             kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                        size_limit=c.shm_size)
-            # s3:// models are staged here before `vllm serve` (KFP sets no ephemeral-storage request; the
-            # emptyDir's size limit is enforced by the kubelet)
-            kubernetes.empty_dir_mount(task, volume_name="models", mount_path=cfg.vllm.stage_dir,
-                                       size_limit=c.generation_stage_size)
+            # s3:// models are staged here before `vllm serve`. KFP cannot set an ephemeral-storage request, so
+            # an emptyDir is only size-limited (the kubelet evicts past it); `ephemeral` requests the space as a
+            # generic ephemeral volume (a PVC made and deleted with the pod) that the scheduler must find.
+            if c.generation_stage_volume == "ephemeral":
+                kubernetes.add_ephemeral_volume(task, volume_name="models", mount_path=cfg.vllm.stage_dir,
+                                                access_modes=["ReadWriteOnce"], size=c.generation_stage_size,
+                                                storage_class_name=c.generation_stage_storage_class or None)
+            else:
+                kubernetes.empty_dir_mount(task, volume_name="models", mount_path=cfg.vllm.stage_dir,
+                                           size_limit=c.generation_stage_size)
         else:
             task.set_cpu_request(c.cpu)
             task.set_memory_request(c.memory)
@@ -191,16 +193,22 @@ def preflight_static(cfg: RunConfig, run_id: str | None) -> None:
                           "holds the key; set {secret: <name>, key: <key>}")
 
 
+class KfpUnreachable(OSError):
+    """The KFP API did not answer (its reason: refused, unknown host, no answer in time, a TLS error)."""
+
+
 @dataclass
 class Http:
-    """How to reach the KFP API (the options kfp.Client takes), for the preflight's two GETs.
+    """How to reach the KFP API (the options kfp.Client takes), and the preflight's two questions.
 
-    The run itself goes through kfp.Client (`submit`, `wait_for_run`). The preflight does not, because
-    kfp.Client (2.17) cannot say what is wrong: its REST client follows redirects, so a Dex login page comes
-    back as a 200 HTML body that fails to deserialize; `get_kfp_healthz` retries every error five times,
-    5 s apart, logging a traceback each time, then raises TimeoutError without the status; and
-    `list_experiments` takes no timeout. One GET with no redirects and a deadline tells a login page, a
-    rejected token, a wrong namespace and a dead host apart (tests/cli/test_submit_cli.py)."""
+    Both go through kfp.Client: its generated REST APIs (`healthz`, `experiments`), on the client's own
+    urllib3 pool with three changes a preflight needs, and which kfp.Client (2.17) does not offer. Its REST
+    client follows redirects, so a Dex login page comes back as a 200 HTML body that fails to deserialize: here a
+    redirect is an answer. `get_kfp_healthz` retries every error five times, 5 s apart, logging a traceback
+    each time, then raises TimeoutError without the status: here there are no retries. `list_experiments`
+    takes no timeout: here each request has `timeout_s`. Bodies are read raw, so healthz's `tag_name` (the
+    backend's release, which the generated model drops) is kept. So a login page, a rejected token, a wrong
+    namespace and a dead host are told apart (tests/cli/test_submit_cli.py)."""
 
     host: str
     token: str | None = None
@@ -209,45 +217,79 @@ class Http:
     verify_ssl: bool = True
     proxy: str | None = None
     timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
+    _client: object = field(default=None, init=False, repr=False, compare=False)
 
-    def opener(self):
-        context = None
-        if self.host.startswith("https://"):
-            context = ssl.create_default_context(cafile=self.ssl_ca_cert) if self.verify_ssl else ssl._create_unverified_context()
+    def client(self):
+        """A kfp.Client for this host and credentials whose requests neither follow redirects nor retry."""
+        if self._client is None:
+            import warnings
 
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *args, **kwargs):  # a login page is an answer, not something to follow
-                return None
+            import kfp
 
-        handlers = [NoRedirect(), urllib.request.HTTPSHandler(context=context)]
-        handlers.append(urllib.request.ProxyHandler({"http": self.proxy, "https": self.proxy} if self.proxy else {}))
-        return urllib.request.build_opener(*handlers)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # "only works with Kubeflow Pipeline v2.0.0-beta.2+"
+                # Given the literal default namespace 'kubeflow' (and no ~/.config/kfp/context.json naming one),
+                # kfp.Client() itself calls get_kfp_healthz: five tries, no deadline. Any other name skips that; the
+                # preflight passes its namespace to each call, so the client's own is never used.
+                client = kfp.Client(host=self.host, namespace="cai-preflight", existing_token=self.token,
+                                    cookies=self.cookies, proxy=self.proxy, ssl_ca_cert=self.ssl_ca_cert,
+                                    verify_ssl=self.verify_ssl)
+            pool = client._healthz_api.api_client.rest_client.pool_manager  # shared by every API of the client
+            pool.request = functools.partial(pool.request, redirect=False, retries=False)
+            self._client = client
+        return self._client
 
-    def get(self, path: str) -> tuple[int, dict, bytes]:
-        request = urllib.request.Request(self.host.rstrip("/") + path, headers={"Accept": "application/json"})
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
-        if self.cookies:
-            request.add_header("Cookie", self.cookies)
+    def healthz(self) -> tuple[int, dict, bytes]:
+        """GET /apis/v2beta1/healthz: (status, headers, body)."""
+        return self._ask(lambda c, **kw: c._healthz_api.healthz_service_get_healthz(**kw))
+
+    def experiments(self, namespace: str | None, display_name: str | None = None) -> tuple[int, dict, bytes]:
+        """GET /apis/v2beta1/experiments (one page of one, in `namespace`, named `display_name` if given)."""
+        flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS",
+                                          "string_value": display_name}]}) if display_name else None
+        query = {k: v for k, v in (("namespace", namespace), ("filter", flt)) if v}
+        return self._ask(lambda c, **kw: c._experiment_api.experiment_service_list_experiments(page_size=1, **query,
+                                                                                               **kw))
+
+    def _ask(self, call) -> tuple[int, dict, bytes]:
+        import urllib3
+        from kfp_server_api import ApiException
+
         try:
-            with self.opener().open(request, timeout=self.timeout_s) as response:
-                return response.status, dict(response.headers), response.read(65536)
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers or {}), exc.read(65536) if exc.fp else b""
+            # (connect, read): the generated REST client ignores a float timeout (it takes an int or a pair)
+            deadline = (self.timeout_s, self.timeout_s)
+            response = call(self.client(), _preload_content=False, _request_timeout=deadline)
+            return response.status, dict(response.headers), response.read(65536)
+        except ApiException as exc:
+            if not exc.status:  # the generated client's wrapping of a TLS error
+                raise KfpUnreachable(f"TLS error: {exc.reason}") from None
+            body = exc.body if isinstance(exc.body, bytes) else str(exc.body or "").encode()
+            return exc.status, dict(exc.headers or {}), body[:65536]
+        except urllib3.exceptions.HTTPError as exc:
+            raise KfpUnreachable(_urllib3_reason(exc)) from None
+
+
+def _urllib3_reason(exc: Exception) -> str:
+    import urllib3
+
+    if isinstance(exc, (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.ReadTimeoutError)) and \
+            not isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "no answer in time"
+    if isinstance(exc, urllib3.exceptions.NameResolutionError):
+        return "unknown host name"
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return f"TLS error: {exc}"
+    text = str(exc)
+    if "refused" in text.lower():
+        return "connection refused"
+    if isinstance(exc, urllib3.exceptions.ProtocolError):
+        return f"the connection broke ({text[:120]})"
+    return text[:200] or type(exc).__name__
 
 
 def _reason(exc: BaseException) -> str:
-    inner = getattr(exc, "reason", exc)
-    if isinstance(inner, (socket.timeout, TimeoutError)):
-        return "no answer in time"
-    if isinstance(inner, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(inner, socket.gaierror):
-        return "unknown host name"
-    if isinstance(inner, ssl.SSLError):
-        return f"TLS error: {inner}"
-    return str(inner) or type(inner).__name__
+    """Why a request got no answer (`Http` raises KfpUnreachable with it; any other OSError says its own)."""
+    return str(exc) or type(exc).__name__
 
 
 def _message(body: bytes) -> str:
@@ -264,8 +306,8 @@ def check_kfp_host(http: Http, namespace: str | None) -> str:
     if not host.startswith(("http://", "https://")):
         raise CaiError(f"kfp host {host!r}: must start with http:// or https://")
     try:
-        status, headers, body = http.get("/apis/v2beta1/healthz")
-    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        status, headers, body = http.healthz()
+    except OSError as exc:
         raise CaiError(f"kfp host {host} does not answer ({_reason(exc)} within {http.timeout_s:g}s): check the URL "
                        "or start a port-forward (kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80); "
                        "nothing was submitted") from None
@@ -279,10 +321,9 @@ def check_kfp_host(http: Http, namespace: str | None) -> str:
     except ValueError:
         raise CaiError(f"kfp host {host} answered /apis/v2beta1/healthz with something that is not JSON "
                        f"({_message(body)!r}); is this the Kubeflow Pipelines API? nothing was submitted") from None
-    query = "?page_size=1" + (f"&namespace={urllib.parse.quote(namespace)}" if namespace else "")
     try:
-        status, headers, body = http.get("/apis/v2beta1/experiments" + query)
-    except (urllib.error.URLError, OSError, HTTPException) as exc:
+        status, headers, body = http.experiments(namespace)
+    except OSError as exc:
         raise CaiError(f"kfp host {host} stopped answering ({_reason(exc)}); nothing was submitted") from None
     _check_auth(http, status, headers, body, "/apis/v2beta1/experiments")
     if status >= 400:
@@ -371,6 +412,8 @@ class Compiled:
     run_id: str
     run_root: str
     images: dict[str, str]
+    #: The package's YAML documents (PipelineSpec, PlatformSpec) as written.
+    documents: list = field(default_factory=list)
 
 
 def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = None) -> Compiled:
@@ -387,7 +430,7 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = 
     preflight_static(cfg, run_id)
     cfg = cfg.replace(run_id=run_id or "")
     run_root = storage.join(cfg.output_dir, run_id) if run_id else default_run_root(cfg)
-    pipeline = build_pipeline(cfg, run_root=run_root, platform=platform(cfg))
+    pipeline = build_pipeline(cfg, run_root=run_root, platform=platform(cfg), pipeline_root=cfg.cluster.pipeline_root)
     out = Path(out_path)
     if out.parent and not out.parent.exists():
         raise CaiError(f"{out}: the directory {out.parent} does not exist")
@@ -398,7 +441,7 @@ def compile_pipeline(cfg: RunConfig, out_path: str | Path, run_id: str | None = 
         header = "".join(line for line in text.splitlines(keepends=True)[:200] if line.startswith("#"))
         out.write_text(header + yaml.safe_dump_all(package, sort_keys=False), encoding="utf-8")
     images = {step: cfg.cluster.step_image(step) for step in STEP_NAMES}
-    return Compiled(out, run_id or "", run_root, images)
+    return Compiled(out, run_id or "", run_root, images, package)
 
 
 @dataclass
@@ -428,9 +471,11 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
            service_account: str | None = None, run_id: str | None = None, check_cluster_secrets: bool = True,
            kube_context: str | None = None, skip_existing: bool = False, wait: bool = False,
            wait_timeout_s: float = 0, connect_timeout_s: float = 5.0, log: Callable[[str], None] = lambda s: None,
-           token_file: str | None = None, wait_poll_s: float | None = None) -> Submitted:
+           token_file: str | None = None, wait_poll_s: float | None = None,
+           backend_release: str | None = None) -> Submitted:
     """Preflight, compile and create one KFP run. Nothing is submitted when any check fails. `token_file`: where
-    `token` was read (re-read while waiting, see `wait_for_run`)."""
+    `token` was read (re-read while waiting, see `wait_for_run`). `backend_release`: the KFP backend's release
+    when the caller's own preflight read it (`cai submit`'s check_access): the KFP API is not asked again."""
     c = cfg.cluster
     namespace = namespace or c.namespace
     experiment = experiment or c.experiment
@@ -440,8 +485,11 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
     preflight_static(cfg, run_id)
     http = Http(host=host, token=token, cookies=cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=verify_ssl,
                 proxy=proxy, timeout_s=connect_timeout_s)
-    version = check_kfp_host(http, namespace)
-    notes = [f"kfp host {host} answers (api {version})"]
+    notes = []
+    version = backend_release
+    if version is None:
+        version = check_kfp_host(http, namespace)
+        notes.append(f"kfp host {host} answers (api {version})")
     if check_cluster_secrets:
         notes.append(check_secrets(cfg, namespace, kube_context=kube_context, timeout_s=connect_timeout_s))
     for note in notes:
@@ -464,7 +512,7 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
     with tempfile.TemporaryDirectory() as tmp:
         # The package names no run; this run's identity is its run_root argument.
         compiled = compile_pipeline(cfg.replace(run_id=""), Path(tmp) / "pipeline.yaml")
-        runs, verdict = backend_verdict(version, list(yaml.safe_load_all(compiled.path.read_text(encoding="utf-8"))))
+        runs, verdict = backend_verdict(version, compiled.documents)
         if runs is False:
             raise CaiError(f"kfp host {host}: {verdict} (README: version floors); nothing was submitted")
         log(verdict)

@@ -77,6 +77,12 @@ def test_token_submits_one_run_with_the_bearer_header(kfp_api):
     assert spec["pipelineInfo"]["name"] == "cai"
     assert kfp_api.runs[0]["runtime_config"]["parameters"]["run_root"].endswith("/laptop-1")
     assert kfp_api.credentials_seen() == {(f"Bearer {TOKEN}", None)}
+    asked = [(method, path) for method, path, _, _ in kfp_api.server.requests]
+    # the preflight asks once (healthz for the release, the experiment), then kfp.Client looks the experiment up,
+    # makes it and creates the run
+    assert asked == [("GET", "/apis/v2beta1/healthz"), ("GET", "/apis/v2beta1/experiments"),
+                     ("GET", "/apis/v2beta1/experiments"), ("POST", "/apis/v2beta1/experiments"),
+                     ("POST", "/apis/v2beta1/runs")], asked
 
 
 def test_cookie_submits_through_the_gateway_with_the_cookie_only(gateway):

@@ -347,3 +347,10 @@ def test_a_run_root_that_names_no_run_needs_the_kfp_run_id():
     for missing in ("", "{{$.pipeline_job_uuid}}"):  # not given, or not resolved by the backend
         with pytest.raises(StageError, match="got no KFP run id"):
             resolve_run_root("s3://b/runs/{run_id}", missing)
+
+
+def test_the_result_carries_the_documents_written(compiled):
+    _, result, _, docs = compiled
+    assert result.documents == docs and len(docs) == 2  # what submit checks is what the file holds
+    assert all("optional" not in ref for e in docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+               .values() for ref in e.get("secretAsEnv", []))

@@ -4,7 +4,8 @@ The config is read as for `cai compile` (the built-in cluster config, `--config`
 then `--set`). Then, before anything is submitted (docs/submit.md):
 
 1. the config checks (image references, GPU layout, Secret names and keys, the run id);
-2. `check_access`: the KFP API answers and takes the credentials, one of
+2. `check_access` (through kfp.Client: cai_pipelines.cluster.Http): the KFP API answers and takes the
+   credentials, one of
    * a bearer token (`--token`, `--token-file`, or in a pod the projected KFP token): a
      service account token, ``kubectl -n NS create token SA --audience pipelines.kubeflow.org``;
    * a session cookie (`--cookie NAME=VALUE`): multi-user Kubeflow behind Dex, with
@@ -22,10 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.parse
 from dataclasses import dataclass
-from http.client import HTTPException
 
 import click
 
@@ -134,8 +132,9 @@ def _redirected(host: str, auth: Auth, location: str, namespace: str, sa: str) -
 
 def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, service_account: str = "",
                  ssl_ca_cert: str | None = None, verify_ssl: bool = True, proxy: str | None = None,
-                 timeout_s: float = 5.0) -> list[str]:
-    """Ask the KFP API (healthz, then the experiment in `namespace`) with `auth`; return preflight notes.
+                 timeout_s: float = 5.0) -> tuple[str, list[str]]:
+    """Ask the KFP API (healthz, then the experiment in `namespace`) with `auth`; return the backend's release
+    (healthz tag_name) and the preflight notes.
 
     Raises one CaiError naming what is wrong: an unreachable host, a login redirect, rejected
     credentials, a namespace the credentials may not use."""
@@ -148,10 +147,10 @@ def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, serv
     http = Http(host=host, token=auth.token, cookies=auth.cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=verify_ssl,
                 proxy=proxy, timeout_s=timeout_s)
 
-    def get(path: str) -> tuple[int, dict, bytes]:
+    def get(ask, path: str) -> tuple[int, dict, bytes]:
         try:
-            status, headers, body = http.get(path)
-        except (urllib.error.URLError, OSError, HTTPException) as exc:
+            status, headers, body = ask()
+        except OSError as exc:
             raise CaiError(f"cannot reach the KFP API at {host} ({_reason(exc)} within {timeout_s:g}s): check --host "
                            "(behind the Kubeflow gateway it ends in /pipeline), or start a port-forward (kubectl -n "
                            f"kubeflow port-forward svc/ml-pipeline-ui 8080:80) and pass --host http://localhost:8080; "
@@ -163,7 +162,7 @@ def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, serv
             raise _rejected(host, auth, status, _message(body), namespace, sa)
         return status, headers, body
 
-    status, headers, body = get("/apis/v2beta1/healthz")
+    status, headers, body = get(http.healthz, "/apis/v2beta1/healthz")
     if status != 200:
         raise CaiError(f"the KFP API at {host} answered HTTP {status} on /apis/v2beta1/healthz"
                        f"{': ' + _message(body) if _message(body) else ''}: is --host the Kubeflow Pipelines API "
@@ -177,9 +176,7 @@ def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, serv
     version = (health.get("tag_name") or health.get("commit_sha") or "unknown") if isinstance(health, dict) else "?"
     notes = [f"kfp host {host} answers (api {version}); auth: {auth.describe()}"]
 
-    flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": experiment}]})
-    query = urllib.parse.urlencode({"namespace": namespace, "page_size": 1, "filter": flt})
-    status, headers, body = get(f"/apis/v2beta1/experiments?{query}")
+    status, headers, body = get(lambda: http.experiments(namespace, experiment), "/apis/v2beta1/experiments")
     detail = _message(body)
     if status == 403:
         who = "this session" if auth.cookies else "this token" if auth.token else "an anonymous caller"
@@ -200,7 +197,7 @@ def check_access(host: str, auth: Auth, namespace: str, experiment: str, *, serv
         found = []
     notes.append(f"experiment {experiment} found in namespace {namespace}" if found else
                  f"experiment {experiment} does not exist in namespace {namespace} yet: the run creates it")
-    return notes
+    return str(version), notes
 
 
 # -- the training API the cluster serves ----------------------------------------------------------
@@ -295,9 +292,10 @@ def submit_cmd(config, overrides, host, namespace, experiment, run_name, run_id,
     ns = namespace or cfg.cluster.namespace
     sa = service_account if service_account is not None else cfg.cluster.service_account
     log = lambda line: click.echo(f"preflight: {line}")  # noqa: E731
-    for note in check_access(host, auth, ns, experiment or cfg.cluster.experiment, service_account=sa,
-                             ssl_ca_cert=ssl_ca_cert, verify_ssl=not no_verify_ssl, proxy=proxy,
-                             timeout_s=connect_timeout):
+    release, notes = check_access(host, auth, ns, experiment or cfg.cluster.experiment, service_account=sa,
+                                  ssl_ca_cert=ssl_ca_cert, verify_ssl=not no_verify_ssl, proxy=proxy,
+                                  timeout_s=connect_timeout)
+    for note in notes:
         log(note)
     launcher = str(getattr(cfg.train, "launcher", "local"))
     if check_training_api:
@@ -308,7 +306,7 @@ def submit_cmd(config, overrides, host, namespace, experiment, run_name, run_id,
                     service_account=service_account, run_id=run_id, check_cluster_secrets=check_secrets,
                     kube_context=kube_context, skip_existing=skip_existing, wait=wait,
                     wait_timeout_s=wait_timeout, connect_timeout_s=connect_timeout, token_file=auth.token_path,
-                    log=lambda line: None if line.startswith("kfp host") else log(line))
+                    backend_release=release, log=log)
     if result.skipped:
         click.echo(f"run {result.run_name} exists already: {result.url}")
         return
