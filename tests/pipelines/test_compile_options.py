@@ -102,4 +102,5 @@ def test_models_are_staged_on_a_requested_volume_when_asked(options, defaults):
     for step, _, k8s in _each(defaults[2], GENERATION_STEPS):
         assert "genericEphemeralVolume" not in k8s, step
         assert {"volumeName": "models", "mountPath": stage_dir, "sizeLimit": "200Gi"} in k8s["emptyDirMounts"], step
-    assert all("genericEphemeralVolume" not in k for _, _, k in _each(options[2], set(STEP_NAMES) - set(GENERATION_STEPS)))
+    cpu_steps = set(STEP_NAMES) - set(GENERATION_STEPS)
+    assert all("genericEphemeralVolume" not in k for _, _, k in _each(options[2], cpu_steps))

@@ -217,3 +217,31 @@ def test_the_payload_leaves_out_dag_fields_and_parsing_fills_defaults():
     assert "iterations" not in json.loads(payload(cfg, "dpo"))["dpo"]
     sections = parse_payload("dpo", "{}")
     assert set(sections) == {"dpo", "train"} and sections["dpo"] == cfg.dpo
+
+
+def test_a_published_model_reference_is_reused_only_while_its_weights_are_complete(tmp_path, capfd):
+    """A training step's output that refers to weights elsewhere (model.json) is reused only while the manifest
+    covering those weights exists; otherwise the step trains again (and says why)."""
+    from cai_core import storage
+    from cai_core.runtime import model_ref
+
+    weights = tmp_path / "_train" / "sft" / "fp" / "final"
+    (weights / artifacts.MODEL_DIR).mkdir(parents=True)
+    (weights / artifacts.MODEL_DIR / "config.json").write_text("{}")
+    storage.upload_dir(str(weights), str(tmp_path / "store" / "final"))  # local storage: a manifest written last
+    final = tmp_path / "store" / "final"
+    out = tmp_path / "out"
+    out.mkdir()
+    model_ref.write(out, str(final / artifacts.MODEL_DIR), {"config.json": {"size": 2}},
+                    str(final / artifacts.MANIFEST_NAME))
+    records.write_json(out / artifacts.STAGE_FILE, {"step": "sft", "fingerprint": "fp1",
+                                                    "outputs": {"model": artifacts.MODEL_REF}, "metrics": {}})
+    published = tmp_path / "run" / "sft"
+    storage.copy_dir(str(out), str(published))
+
+    reused = engine._reuse(str(published), "fp1", tmp_path / "a")
+    assert reused is not None and model_ref.location(tmp_path / "a") == str(final / artifacts.MODEL_DIR)
+    (final / artifacts.MANIFEST_NAME).unlink()  # the weights are no longer complete
+    assert engine._reuse(str(published), "fp1", tmp_path / "b") is None
+    assert not (tmp_path / "b").exists()  # nothing half-copied into the output
+    assert "the weights its model.json names are gone" in capfd.readouterr().err

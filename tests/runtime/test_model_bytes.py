@@ -84,8 +84,9 @@ def test_each_model_is_written_once_and_read_where_it_is_used(s3_bucket, tmp_pat
             jobs.append(job)
             _write_model(final / artifacts.MODEL_DIR, MODEL_BYTES)
             records.write_jsonl(final / artifacts.TRAIN_LOG, [{"step": 1, "loss": 1.0}])
-            (final / "result.json").write_text(json.dumps({"outputs": {"model": "model", "train_log": "train_log.jsonl"},
-                                                           "metrics": {"steps": 1.0}, "details": {}}))
+            outputs = {"model": "model", "train_log": "train_log.jsonl"}
+            (final / "result.json").write_text(json.dumps({"outputs": outputs, "metrics": {"steps": 1.0},
+                                                           "details": {}}))
             storage.upload_dir(str(final), storage.join(job["metadata"]["annotations"]["cai/out"], "final"))
             phase[0] = "launcher"
 
