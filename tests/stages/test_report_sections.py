@@ -252,3 +252,21 @@ def test_the_mt_bench_bars_of_a_model_stand_side_by_side_in_turn_order():
     turn1, turn2, average = (_columns(png, c) for c in (BLUE, ORANGE, GREEN))
     assert turn1 and turn2 and average
     assert max(turn1) < min(turn2) and max(turn2) < min(average)
+
+
+@pytest.mark.parametrize("verdict, said", [
+    ("pass", "PASSED: the dpo model is within every collapse threshold and was promoted to evaluation."),
+    ("flag", "FLAGGED: the dpo model broke collapse thresholds (dpo: rep_3 0.5 > 0.4)"),
+    ("fail", "FAILED: the dpo model was NOT promoted because it broke collapse thresholds: dpo: rep_3 0.5 > 0.4.")])
+def test_the_gate_verdict_read_from_the_gate_artifact_is_said(tmp_path, verdict, said):
+    # a verdict parsed from gate.json is a fresh string, not the interned literal: compared by value
+    gate_dir = tmp_path / "gate"
+    gate_dir.mkdir()
+    details = {**GATE, "verdict": verdict, "promoted": verdict == "pass",
+               "reasons": [] if verdict == "pass" else ["dpo: rep_3 0.5 > 0.4"]}
+    records.write_json(gate_dir / artifacts.GATE, details)
+    records.write_json(gate_dir / artifacts.STAGE_FILE, {"metrics": {"promoted": float(verdict == "pass")},
+                                                         "details": details})
+    md, result = _md(tmp_path / "out", {}, {"gate": gate_dir})
+    assert said in _section(md, "Collapse gate")
+    assert result.metrics["promoted"] == float(verdict == "pass")
