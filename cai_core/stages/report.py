@@ -270,9 +270,10 @@ def run(cfg: ReportConfig, stage_dirs: Mapping[str, Path], out_dir: Path,
     if pipeline_run:
         doc.para("Pipeline: prepare -> revise -> clean -> SFT -> pairs -> clean -> judge -> DPO -> collapse gate -> "
                  "evaluate -> report.")
-    else:
-        models_seen = evaluate.get("details", {}).get("models", {})
+    elif models_seen := evaluate.get("details", {}).get("models", {}):
         doc.para("Evaluation of " + ", ".join(f"{k} ({v})" for k, v in models_seen.items()) + ".")
+    else:
+        doc.para("No step of a run and no evaluated model were found: there is nothing to report.")
     plots_dir = out_dir / artifacts.PLOTS_DIR
     plots_dir.mkdir(parents=True, exist_ok=True)
     n_plots = 0

@@ -93,6 +93,12 @@ def test_an_evaluation_alone_names_its_models_and_has_no_pipeline_sections(tmp_p
     assert "No judge statistics." not in md and "No training logs found." not in md
 
 
+def test_a_report_of_nothing_says_so(tmp_path):
+    md, _ = _md(tmp_path, {})
+    assert "No step of a run and no evaluated model were found: there is nothing to report.\n" in md
+    assert "Evaluation of" not in md and "Pipeline:" not in md
+
+
 def test_an_evaluation_alone_shows_its_judge_under_its_own_heading(tmp_path):
     ev = _evaluate()
     ev["details"]["judge"] = {"name": "qwen", "mode": "text", "statuses": {"mt_bench": {"ok": 4, "unparsed": 1}}}
