@@ -66,6 +66,23 @@ def test_every_generation_gets_the_seed_of_its_row_and_step(tmp_path, prompts_fi
     assert len({s.seed for s in llm.sampling}) == len(llm.sampling)
 
 
+def test_the_documented_defaults_reach_the_model(tmp_path, prompts_file):
+    """revise with no settings (README: rounds 1, seed 0, temperature 0.7, 128 tokens): one critique and one
+    revision per prompt, each sampled as documented, principles drawn with seed 0."""
+    from cai_core.constitution import load_constitution
+
+    llm = RecordingChatModel(reply=_Counting())
+    revise.run(revise.ReviseConfig(), prompts_file, tmp_path, llm)
+    assert len(llm.sent) == len(PROMPTS) * 3  # answer, critique, revision
+    assert {(s.temperature, s.max_new_tokens) for s in llm.sampling} == {(0.7, 128)}
+    rows = records.read_jsonl(tmp_path / "revisions.jsonl")
+    drawn = load_constitution("default")
+    for row in rows:
+        (only,) = row["revisions"]
+        assert only["principle_id"] == drawn.draw_critique(row["id"], 0, 0).id
+    assert [s.seed for s in llm.sampling[:1]] == [int(records.row_id(0, PROMPTS[0]["id"], 0)[:8], 16)]
+
+
 def test_base_model_uses_the_same_per_step_seeds(tmp_path, prompts_file):
     cfg = revise.ReviseConfig(rounds=1, seed=1, model_kind="base")
     llm = RecordingChatModel(reply=lambda prompt: " something")
