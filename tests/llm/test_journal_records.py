@@ -310,3 +310,31 @@ def test_handlers_are_only_installed_from_the_main_thread(tmp_path):
     t.join(30)
     assert seen == [before] and signal.getsignal(signal.SIGTERM) == before
     assert sorted(Journal(tmp_path).open().results) == ["a"]
+
+
+def test_a_signal_that_cannot_be_handled_here_does_not_stop_the_journal(tmp_path, monkeypatch):
+    """Where setting or restoring a handler fails (ValueError or OSError, e.g. a signal the platform lacks), the
+    run goes on with periodic flushes and nothing is lost."""
+    def refuse(sig, handler):
+        raise (OSError if sig == signal.SIGINT else ValueError)(f"signal {sig} not here")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(signal, "signal", refuse)
+    with Journal(tmp_path, flush_s=3600).activate() as j:  # installing fails for both signals
+        j.add_result("a", {"x": 1})
+        assert j._prev_handlers == {}
+    j._prev_handlers = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: None}
+    j._uninstall()  # restoring fails for both
+    assert j._prev_handlers == {}
+    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert sorted(Journal(tmp_path).open().results) == ["a"]
+
+
+def test_a_record_of_a_kind_this_version_does_not_know_is_left_alone(tmp_path):
+    """A newer writer's record kind is neither a result nor a batch here (and not an unreadable line)."""
+    part = tmp_path / f"{PART_PREFIX}0000000000001-w-000001.jsonl"
+    part.write_text("\n".join(json.dumps(r) for r in [{"t": "a", "id": "x", "keys": ["k"]},
+                                                       {"t": "b", "id": "b1", "keys": ["k1"]}]) + "\n")
+    j = Journal(tmp_path).open()
+    assert list(j.batches) == ["b1"] and j.results == {} and j.bad_lines == 0 and j.replayed == 2
