@@ -317,7 +317,8 @@ def check_kfp_host(http: Http, namespace: str | None) -> str:
                        f"{': ' + _message(body) if _message(body) else ''}; is this the Kubeflow Pipelines API? "
                        "nothing was submitted")
     try:
-        version = json.loads(body).get("tag_name") or json.loads(body).get("commit_sha") or "unknown"
+        health = json.loads(body)
+        version = health.get("tag_name") or health.get("commit_sha") or "unknown"
     except ValueError:
         raise CaiError(f"kfp host {host} answered /apis/v2beta1/healthz with something that is not JSON "
                        f"({_message(body)!r}); is this the Kubeflow Pipelines API? nothing was submitted") from None
@@ -483,11 +484,11 @@ def submit(cfg: RunConfig, host: str, namespace: str | None = None, experiment: 
     run_name = run_name or run_id
     service_account = service_account if service_account is not None else c.service_account
     preflight_static(cfg, run_id)
-    http = Http(host=host, token=token, cookies=cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=verify_ssl,
-                proxy=proxy, timeout_s=connect_timeout_s)
     notes = []
     version = backend_release
     if version is None:
+        http = Http(host=host, token=token, cookies=cookies, ssl_ca_cert=ssl_ca_cert, verify_ssl=verify_ssl,
+                    proxy=proxy, timeout_s=connect_timeout_s)
         version = check_kfp_host(http, namespace)
         notes.append(f"kfp host {host} answers (api {version})")
     if check_cluster_secrets:

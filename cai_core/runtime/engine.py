@@ -109,8 +109,11 @@ def _reuse(published: str, fp: str, out_dir: Path) -> dict | None:
     if stage.get("fingerprint") != fp:
         return None
     if MODEL_REF in stage.get("outputs", {}).values():  # the weights live where the job wrote them: still there?
-        ref = json.loads(storage.read_text(storage.join(published, MODEL_REF)))
-        if not storage.exists(model_ref.manifest_of(ref)):
+        try:
+            ref = model_ref.read(published)
+        except CaiError:
+            return None
+        if ref is None or not storage.exists(model_ref.manifest_of(ref)):
             log(f"{published}: the weights its {MODEL_REF} names are gone ({ref['uri']}); training again")
             return None
     storage.copy_dir(published, str(out_dir))

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cai_core import storage
 from cai_core.errors import InputError
 from cai_core.runtime.artifacts import MANIFEST_NAME, MODEL_DIR, MODEL_REF
 
@@ -30,17 +31,18 @@ def write(out_dir: Path, uri: str, files: dict[str, dict[str, Any]], manifest: s
     return path
 
 
-def read(artifact: Path) -> dict[str, Any] | None:
-    """The reference in a step's artifact directory, or None when it holds no model.json."""
-    path = Path(artifact) / MODEL_REF
-    if not path.exists():
+def read(artifact: str | Path) -> dict[str, Any] | None:
+    """The reference in a step's artifact directory (local, or a published step on S3), or None when it holds
+    no model.json."""
+    path = storage.join(str(artifact), MODEL_REF)
+    if not storage.exists(path):
         return None
     try:
-        ref = json.loads(path.read_text(encoding="utf-8"))
+        ref = json.loads(storage.read_text(path))
     except ValueError as exc:
-        raise InputError(f"not a model reference: {exc}", path=str(path)) from None
+        raise InputError(f"not a model reference: {exc}", path=path) from None
     if not isinstance(ref, dict) or not isinstance(ref.get("uri"), str) or not ref["uri"]:
-        raise InputError("not a model reference (no 'uri')", path=str(path))
+        raise InputError("not a model reference (no 'uri')", path=path)
     return ref
 
 

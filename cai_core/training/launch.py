@@ -262,6 +262,7 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
     if not storage.is_remote(model) and os.path.isdir(model):
         model_uri = storage.join(work, "input", "model")
         storage.upload_dir(model, model_uri)
+    from cai_core.runtime import model_ref
     from cai_core.runtime.run_root import run_id_of
 
     run_id = os.environ.get("CAI_RUN_ID") or run_id_of(run_root)  # run_root is resolved (engine.resolve_run_root)
@@ -270,5 +271,5 @@ def run_training_step(stage: str, cfgs: dict[str, Any], data: Path, model: str, 
     launcher, manifest = launch(spec, lc, api_client=api_client, emit=emit)
     result = collect(work, Path(out_dir), model_by_reference=True)
     result.details.update({lc.launcher: manifest["metadata"]["name"]}, namespace=spec.namespace,
-                          launcher_events=launcher.events, model_uri=storage.join(work, "final", "model"))
+                          launcher_events=launcher.events, model_uri=model_ref.location(Path(out_dir)))
     return result

@@ -68,7 +68,6 @@ def download_checked(uri: str, meta: dict, target: Path) -> None:
         raise CaiError(f"{uri}: downloaded copy does not match the manifest")
 
 
-
 def fetch_model(model: str, dest: Path) -> str:
     """`model` as from_pretrained takes it: an s3:// directory downloaded to `dest`; anything else as is."""
     if storage.is_remote(model):
